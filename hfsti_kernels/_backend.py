@@ -1,0 +1,47 @@
+"""Which implementation an op call runs: the ``backend=`` keyword and ``HFSTI_BACKEND``.
+
+- ``"auto"`` (default): Triton kernels on CUDA tensors, the reference ops elsewhere.
+- ``"triton"``: the Triton kernels; on CPU tensors only under ``TRITON_INTERPRET=1`` (how CI
+  verifies them), which must be set before ``hfsti_kernels`` is imported.
+- ``"reference"``: ``hfsti.ops``, the oracle.
+- ``"cuda"``: the hand-written CUDA extension (``csrc/``), when it is built.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+BACKENDS = ("auto", "triton", "reference", "cuda")
+ENV_VAR = "HFSTI_BACKEND"
+
+
+def interpreter_enabled() -> bool:
+    """True when Triton kernels run in the CPU interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def select_backend(backend: str | None, x: torch.Tensor) -> str:
+    """Resolve ``backend`` (or the ``HFSTI_BACKEND`` default) for an input on ``x.device``.
+
+    Returns ``"triton"`` or ``"reference"``; raises ``ValueError`` naming ``backend`` when the
+    request cannot run here.
+    """
+    name = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
+    if name not in BACKENDS:
+        source = "backend" if backend is not None else f"{ENV_VAR} environment variable"
+        raise ValueError(f"{source}: expected one of {BACKENDS}, got {name!r}")
+    if name == "reference" or (name == "auto" and not x.is_cuda):
+        return "reference"
+    if name == "cuda":
+        raise ValueError(
+            "backend: 'cuda' needs the compiled CUDA extension, which this build does not "
+            "include; use 'triton' or 'reference'"
+        )
+    if not x.is_cuda and not interpreter_enabled():
+        raise ValueError(
+            f"backend: 'triton' needs CUDA tensors (got device {x.device}); set "
+            "TRITON_INTERPRET=1 before importing hfsti_kernels to run the kernels on CPU"
+        )
+    return "triton"

@@ -1,0 +1,316 @@
+"""The reference ops (the oracle) against independent evaluations, in float64.
+
+Independent means: no ``torch.fft``. Circular convolution is summed directly, DFTs are explicit
+sums in numpy, softmax is written out, and the losses are checked on cases worked by hand.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import TOLERANCE, assert_rel_close
+
+from hfsti import ops
+
+SHAPES = [(1, 3, 5, 7), (2, 3, 11, 13), (1, 2, 6, 8), (5, 1, 1, 1), (1, 1, 4, 1)]
+
+
+def rand(*shape, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- independent maths
+
+
+def circular_conv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(a (*) b)[i, j] = sum_{m, n} a[m, n] b[i - m, j - n] (indices mod H, W), summed directly."""
+    H, W = a.shape[-2:]
+    out = torch.zeros_like(a)
+    for m in range(H):
+        for n in range(W):
+            out += a[..., m : m + 1, n : n + 1] * torch.roll(b, shifts=(m, n), dims=(-2, -1))
+    return out
+
+
+def dft(n: int) -> np.ndarray:
+    idx = np.arange(n)
+    return np.exp(-2j * np.pi * np.outer(idx, idx) / n) / np.sqrt(n)
+
+
+def fourier_unit_numpy(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """SPEC 1.2 from explicit DFT matrices and the C2R sum written out term by term."""
+    B, C, H, W = x.shape
+    half = W // 2 + 1
+    spec = np.einsum("kh,bchw,lw->bckl", dft(H), x, dft(W))[..., :half]
+    z = np.concatenate([spec.real, spec.imag], axis=1)
+    z = np.maximum(np.einsum("oc,bchw->bohw", weight, z) + bias[:, None, None], 0)
+    c_out = weight.shape[0] // 2
+    t = np.einsum("hk,bokl->bohl", dft(H).conj(), z[:, :c_out] + 1j * z[:, c_out:])
+    n = np.arange(W)
+    y = np.repeat(t[..., :1].real, W, axis=-1)  # bin 0: its imaginary part is dropped
+    for k in range(1, half):
+        if 2 * k == W:  # Nyquist bin of an even W: real part only, counted once
+            y = y + t[..., k : k + 1].real * np.cos(np.pi * n)
+        else:  # bins k and W - k of the implied Hermitian spectrum
+            y = y + 2 * (t[..., k : k + 1] * np.exp(2j * np.pi * k * n / W)).real
+    return y / np.sqrt(W)
+
+
+def attention_numpy(q, k, v, bias, scale):
+    s = scale * np.einsum("bhid,bhjd->bhij", q, k)
+    if bias is not None:
+        s = s + bias[..., None, :]
+    s = s - s.max(-1, keepdims=True)
+    p = np.exp(s)
+    return np.einsum("bhij,bhjd->bhid", p / p.sum(-1, keepdims=True), v)
+
+
+def gelu_exact(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def depthwise3x3_direct(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    H, W = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1))
+    out = b[None, :, None, None].expand_as(x).clone()
+    for i in range(3):
+        for j in range(3):
+            out += w[None, :, 0, i, j, None, None] * padded[..., i : i + H, j : j + W]
+    return out
+
+
+# --------------------------------------------------------------------------- 1.1
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fft_channel_attention_is_scaled_triple_circular_convolution(shape):
+    q, k, v = (rand(*shape, seed=s) for s in range(3))
+    H, W = shape[-2:]
+    expected = circular_conv(circular_conv(q, k), v) / (H * W)
+    assert_rel_close(ops.fft_channel_attention(q, k, v), expected, 1e-12, "y")
+
+
+# --------------------------------------------------------------------------- 1.2
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("c_out", [None, 2])
+def test_fourier_unit_matches_explicit_dft(shape, c_out):
+    C = shape[1]
+    c_out = c_out or C
+    x = rand(*shape)
+    weight, bias = rand(2 * c_out, 2 * C, seed=1), rand(2 * c_out, seed=2)
+    expected = fourier_unit_numpy(x.numpy(), weight.numpy(), bias.numpy())
+    out = ops.fourier_unit(x, weight, bias)
+    assert out.shape == (shape[0], c_out, *shape[2:])
+    assert_rel_close(out, torch.from_numpy(expected), 1e-12, "y")
+
+
+@pytest.mark.parametrize("width", [6, 7])
+def test_irfft2_strict_ignores_imaginary_parts_of_real_bins(width):
+    spec = torch.complex(rand(2, 5, width // 2 + 1), rand(2, 5, width // 2 + 1, seed=1))
+    bumped = spec.clone()
+    bumped[..., 0] += 3j
+    if width % 2 == 0:
+        bumped[..., width // 2] -= 2j
+    torch.testing.assert_close(ops.irfft2_strict(bumped, width), ops.irfft2_strict(spec, width))
+    bumped[..., 1] += 1j  # any other bin does matter
+    assert not torch.allclose(ops.irfft2_strict(bumped, width), ops.irfft2_strict(spec, width))
+
+
+# --------------------------------------------------------------------------- 1.3
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3])
+def test_gated_fusion_matches_composition(shape):
+    C = shape[1]
+    x_f, x_s, x_0 = (rand(*shape, seed=s) for s in range(3))
+    fu_w, fu_b = rand(2 * C, 2 * C, seed=3), rand(2 * C, seed=4)
+    dw_w, dw_b = rand(C, 1, 3, 3, seed=5), rand(C, seed=6)
+    x_c, x_fs = ops.gated_fusion(x_f, x_s, x_0, fu_w, fu_b, dw_w, dw_b)
+    xc = x_f + x_s + x_0
+    fu = torch.from_numpy(fourier_unit_numpy(xc.numpy(), fu_w.numpy(), fu_b.numpy()))
+    expected = gelu_exact(fu) * depthwise3x3_direct(xc, dw_w, dw_b)
+    assert_rel_close(x_c, xc, 1e-15, "x_c")
+    assert_rel_close(x_fs, expected, 1e-12, "x_fs")
+
+
+# --------------------------------------------------------------------------- 1.4
+
+
+@pytest.mark.parametrize(
+    "B, h, Nq, Nk, d, bias_shape",
+    [
+        (1, 1, 7, 19, 24, None),
+        (2, 3, 5, 33, 8, (2, 3, 33)),
+        (2, 3, 4, 9, 5, (1, 3, 9)),
+        (2, 3, 4, 9, 5, (2, 1, 9)),
+        (5, 1, 1, 1, 1, (5, 1, 1)),
+    ],
+)
+def test_memory_attention_matches_explicit_softmax(B, h, Nq, Nk, d, bias_shape):
+    q, k, v = rand(B, h, Nq, d), rand(B, h, Nk, d, seed=1), rand(B, h, Nk, d, seed=2)
+    bias = None if bias_shape is None else 3 * rand(*bias_shape, seed=3)
+    for scale in (None, 0.7):
+        expected = attention_numpy(
+            q.numpy(),
+            k.numpy(),
+            v.numpy(),
+            None if bias is None else bias.numpy(),
+            d**-0.5 if scale is None else scale,
+        )
+        out = ops.memory_attention(q, k, v, bias, scale)
+        assert_rel_close(out, torch.from_numpy(expected), 1e-12, "o")
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_structure_loss_hand_case_empty_target():
+    # target 0 everywhere: w = 1, bce = log 2 at logits 0, p = 1/2, inter = 0,
+    # union = N/2, so loss = log 2 + 1 - 1 / (N/2 + 1).
+    logits = torch.zeros(1, 1, 4, 6, dtype=torch.float64)
+    target = torch.zeros_like(logits)
+    expected = math.log(2) + 1 - 1 / (24 / 2 + 1)
+    assert ops.structure_loss(logits, target).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_structure_loss_hand_case_full_target_uses_zero_padding():
+    # target 1 on a 1x1 image: the 31x31 window (count_include_pad) averages to 1/961,
+    # so w = 1 + 5 * 960/961; bce at logit x is log(1 + e^-x); p = sigmoid(x).
+    x = 0.3
+    logits = torch.full((1, 1, 1, 1), x, dtype=torch.float64)
+    target = torch.ones_like(logits)
+    w = 1 + 5 * (960 / 961)
+    p = 1 / (1 + math.exp(-x))
+    wiou = 1 - (p * w + 1) / ((p + 1) * w - p * w + 1)
+    expected = math.log(1 + math.exp(-x)) + wiou
+    assert ops.structure_loss(logits, target).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_structure_loss_weights_are_per_pixel():
+    # A prediction wrong only at the boundary costs more than one wrong only in the interior
+    # (by the same amount per pixel): the per-pixel weights are not reduced to a mean.
+    target = torch.zeros(1, 1, 40, 40, dtype=torch.float64)
+    target[..., 10:30, 10:30] = 1
+    good = 20 * (2 * target - 1)
+    edge, inner = good.clone(), good.clone()
+    edge[..., 10, 15:20] = -20
+    inner[..., 20, 15:20] = -20
+    assert ops.structure_loss(edge, target) > ops.structure_loss(inner, target)
+
+
+def test_spectral_correlation_loss_hand_cases():
+    target = torch.zeros(2, 1, 9, 11, dtype=torch.float64)
+    target[0, 0, 2:6, 3:8] = 1
+    target[1, 0, 4:9, 0:4] = 1
+    perfect = 40 * (2 * target - 1)
+    assert ops.spectral_correlation_loss(perfect, target).item() == pytest.approx(0, abs=1e-8)
+    # A translated prediction has the same spectral magnitude: the loss cannot see shifts.
+    shifted = torch.roll(perfect, shifts=(1, 2), dims=(-2, -1))
+    assert ops.spectral_correlation_loss(shifted, target).item() == pytest.approx(0, abs=1e-8)
+    noise = rand(2, 1, 9, 11)
+    assert ops.spectral_correlation_loss(noise, target).item() > 0.1
+
+
+def test_spectral_correlation_loss_matches_numpy():
+    logits, target = rand(3, 1, 7, 10), (rand(3, 1, 7, 10, seed=1) > 0).double()
+    eps = 1e-8
+    p = 1 / (1 + np.exp(-logits.numpy()))
+    P = np.sqrt(np.abs(np.fft.fft2(p, norm="ortho")) ** 2 + eps**2).reshape(3, -1)
+    G = np.sqrt(np.abs(np.fft.fft2(target.numpy(), norm="ortho")) ** 2 + eps**2).reshape(3, -1)
+    Pc, Gc = P - P.mean(1, keepdims=True), G - G.mean(1, keepdims=True)
+    r = (Pc * Gc).sum(1) / (np.linalg.norm(Pc, axis=1) * np.linalg.norm(Gc, axis=1) + eps)
+    out = ops.spectral_correlation_loss(logits, target)
+    assert out.item() == pytest.approx(1 - r.mean(), rel=1e-12)
+
+
+# --------------------------------------------------------------------------- autograd
+
+
+def _grad_inputs(shape):
+    return [rand(*shape, seed=s).requires_grad_() for s in range(3)]
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 1, 4, 6)])
+def test_gradcheck_fft_ops(shape):
+    C = shape[1]
+    q, k, v = _grad_inputs(shape)
+    assert torch.autograd.gradcheck(ops.fft_channel_attention, (q, k, v))
+    w = rand(2 * C, 2 * C, seed=4).requires_grad_()
+    b = (rand(2 * C, seed=5) + 0.5).requires_grad_()  # keep most bins off the ReLU kink
+    assert torch.autograd.gradcheck(ops.fourier_unit, (q, w, b))
+    dw, db = rand(C, 1, 3, 3, seed=6).requires_grad_(), rand(C, seed=7).requires_grad_()
+    assert torch.autograd.gradcheck(ops.gated_fusion, (q, k, v, w, b, dw, db))
+
+
+def test_gradcheck_memory_attention():
+    q, k, v = rand(2, 2, 3, 4), rand(2, 2, 5, 4, seed=1), rand(2, 2, 5, 4, seed=2)
+    bias = rand(2, 1, 5, seed=3)
+    args = [t.requires_grad_() for t in (q, k, v, bias)]
+    assert torch.autograd.gradcheck(ops.memory_attention, (*args, 0.9))
+
+
+def test_gradcheck_losses():
+    logits = rand(2, 1, 6, 5).requires_grad_()
+    target = (rand(2, 1, 6, 5, seed=1) > 0).double()
+    assert torch.autograd.gradcheck(lambda x: ops.structure_loss(x, target), (logits,))
+    assert torch.autograd.gradcheck(lambda x: ops.spectral_correlation_loss(x, target), (logits,))
+
+
+# --------------------------------------------------------------------------- dtypes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_low_precision_inputs_keep_dtype_and_accuracy(dtype):
+    x = [rand(2, 3, 11, 13, seed=s) for s in range(3)]
+    ref = ops.fft_channel_attention(*x)
+    out = ops.fft_channel_attention(*(t.to(dtype) for t in x))
+    assert out.dtype == dtype
+    # Rounding the inputs costs about one unit of the dtype's precision.
+    assert_rel_close(out, ref, 4 * TOLERANCE[dtype], "y")
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_name_the_argument():
+    x = rand(1, 3, 5, 7)
+    with pytest.raises(ValueError, match="k: expected a 4-D"):
+        ops.fft_channel_attention(x, x[0], x)
+    with pytest.raises(ValueError, match="v: expected the shape of q"):
+        ops.fft_channel_attention(x, x, rand(1, 3, 5, 6))
+    with pytest.raises(TypeError, match="k: expected dtype torch.float64"):
+        ops.fft_channel_attention(x, x.float(), x)
+    with pytest.raises(TypeError, match="q: expected dtype in"):
+        ops.fft_channel_attention(x.long(), x.long(), x.long())
+    with pytest.raises(TypeError, match="x: expected a torch.Tensor"):
+        ops.fourier_unit(x.numpy(), rand(6, 6), rand(6))
+    with pytest.raises(ValueError, match=r"weight: expected shape \(2C', 2C\)"):
+        ops.fourier_unit(x, rand(6, 4), rand(6))
+    with pytest.raises(ValueError, match="bias: expected shape"):
+        ops.fourier_unit(x, rand(6, 6), rand(5))
+    with pytest.raises(ValueError, match="dw_weight: expected shape"):
+        ops.gated_fusion(x, x, x, rand(6, 6), rand(6), rand(3, 1, 5, 5), rand(3))
+    with pytest.raises(ValueError, match="fu_bias: expected shape"):
+        ops.gated_fusion(x, x, x, rand(6, 6), rand(5), rand(3, 1, 3, 3), rand(3))
+    q = rand(2, 4, 7, 8)
+    with pytest.raises(ValueError, match="k: expected shape"):
+        ops.memory_attention(q, rand(2, 4, 9, 6), rand(2, 4, 9, 6))
+    with pytest.raises(ValueError, match="key_bias: expected shape"):
+        ops.memory_attention(q, rand(2, 4, 9, 8), rand(2, 4, 9, 8), rand(2, 3, 9))
+    with pytest.raises(ValueError, match="scale: expected a positive"):
+        ops.memory_attention(q, q, q, None, -1.0)
+    with pytest.raises(ValueError, match=r"logits: expected shape \(\*, 1, \*, \*\)"):
+        ops.structure_loss(rand(1, 2, 4, 4), rand(1, 2, 4, 4))
+    with pytest.raises(ValueError, match="target: expected the shape of logits"):
+        ops.spectral_correlation_loss(rand(1, 1, 4, 4), rand(1, 1, 4, 5))
+
+
+def test_resolve_backend():
+    assert ops.resolve_backend("reference") is ops.REFERENCE
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        ops.resolve_backend("cudnn")
