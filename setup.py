@@ -18,10 +18,10 @@ setup(
         "opencv-python-headless",
         "tqdm",
         "safetensors",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest", "pytest-benchmark", "pysodmetrics", "scipy", "ruff"],
-        "plot": ["matplotlib"],
     },
     entry_points={"console_scripts": ["hfsti = hfsti.cli:main"]},
 )

@@ -1,4 +1,4 @@
-"""The ``hfsti`` command line: ``segment`` (the main job) and ``info``."""
+"""The ``hfsti`` command line: ``segment`` (the main job), ``train``, ``eval`` and ``info``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from hfsti.complexity import count_macs, count_parameters
 from hfsti.data import FrameSource
 from hfsti.model import HFSTIConfig, HFSTINet
 from hfsti.segment import segment
+
+BACKENDS = ["reference", "auto", "triton", "cuda"]
 
 
 def _device(name: str | None) -> torch.device:
@@ -51,6 +53,58 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from hfsti.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        out=args.out,
+        data=args.data or [],
+        cases=args.cases,
+        clip_len=args.clip_len,
+        size=args.size,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        lr=args.lr,
+        warmup=args.warmup,
+        amp=args.amp,
+        augment=not args.no_augment,
+        seed=args.seed,
+        workers=args.workers,
+        save_every=args.save_every,
+        log_every=args.log_every,
+        backbone=args.backbone,
+    )
+    config = HFSTIConfig(
+        channels=args.channels,
+        memory_frames=args.memory_frames,
+        input_size=args.size,
+        backend=args.backend,
+    )
+    final = train(cfg, config)
+    print(f"model: {final}\nlog: {args.out}/log.csv, curve: {args.out}/loss.png")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from hfsti.evaluate import evaluate_model, format_table, write_json
+    from hfsti.metrics import score_folders
+
+    if args.pred_root:
+        if not args.gt_root:
+            raise ValueError("--gt-root: required with --pred-root")
+        results = score_folders(args.pred_root, args.gt_root)
+    else:
+        if not (args.weights and args.data):
+            raise ValueError("--weights and --data: both required unless --pred-root is given")
+        model = _model(args.weights, args.backend, _device(args.device))
+        results = evaluate_model(model, args.data, args.cases, args.save_preds)
+    print(format_table(results))
+    if args.json:
+        write_json(results, args.json)
+        print(f"json: {args.json}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     model = HFSTINet(HFSTIConfig(channels=args.channels))
     params = count_parameters(model)
@@ -81,12 +135,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         default="reference",
-        choices=["reference", "auto", "triton", "cuda"],
+        choices=BACKENDS,
         help="op implementation (default: reference)",
     )
     p.add_argument("--frames", type=int, default=16, help="length of the synthetic clip")
     p.add_argument("--no-overlays", action="store_true", help="write the masks only")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("train", help="train on SUN-SEG-layout roots (torchrun for multi-GPU)")
+    p.add_argument("--data", nargs="*", help="SUN-SEG-layout roots; omitted: synthetic clips")
+    p.add_argument("--cases", nargs="*", help="train on these cases only (e.g. seq01 seq02)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, loss.png")
+    p.add_argument("--steps", type=int, default=20000, help="optimizer steps in all")
+    p.add_argument("--batch-size", type=int, default=4, help="clips per step per process")
+    p.add_argument("--clip-len", type=int, default=3, help="frames per clip (T)")
+    p.add_argument("--size", type=int, default=352, help="training resolution")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=500, help="linear warm-up steps")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--save-every", type=int, default=1000)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--backbone", help="PVTv2-b2 ImageNet weights (official or timm naming)")
+    p.add_argument("--channels", type=int, default=HFSTIConfig.channels, help="neck width C")
+    p.add_argument("--memory-frames", type=int, default=1, help="memory bank size T_m")
+    p.add_argument("--backend", default="reference", choices=BACKENDS)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="score a checkpoint, or a folder of predicted masks")
+    p.add_argument("--weights", help="checkpoint to run over --data")
+    p.add_argument("--data", help="SUN-SEG-layout root (Frame/, GT/)")
+    p.add_argument("--cases", nargs="*", help="evaluate these cases only")
+    p.add_argument("--save-preds", help="also write the predicted masks here")
+    p.add_argument("--pred-root", help="score existing predictions <case>/<frame>.png ...")
+    p.add_argument("--gt-root", help="... against this GT root")
+    p.add_argument("--json", help="write the metrics here as JSON")
+    p.add_argument("--device", help="e.g. cpu, cuda (default: cuda when available)")
+    p.add_argument("--backend", default="reference", choices=BACKENDS)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("info", help="parameters and MACs of the model")
     p.add_argument("--size", type=int, default=352, help="input side (default 352)")

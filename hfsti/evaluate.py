@@ -1,0 +1,79 @@
+"""Evaluation: stream a checkpoint over a SUN-SEG-layout root and score it (SPEC section 4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from hfsti.data import list_cases, load_frame, load_mask, write_mask
+from hfsti.metrics import METRIC_KEYS, CaseMetrics
+from hfsti.model import HFSTINet
+from hfsti.segment import frame_to_tensor
+from hfsti.stream import VideoSegmenter
+
+
+def evaluate_model(
+    model: HFSTINet,
+    root: str | Path,
+    cases: list[str] | None = None,
+    save_predictions: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Segment every case of ``root`` (memory reset per case) and score it against its GT.
+
+    Predictions are scored as probabilities at the GT's resolution; with
+    ``save_predictions`` they are also written as ``<dir>/<case>/<frame>.png`` (8-bit), the
+    layout ``score_folders`` reads. Returns ``{"overall": {...}, "cases": {...}}``.
+    """
+    pairs = list_cases(root)
+    if cases is not None:
+        unknown = sorted(set(cases) - set(pairs))
+        if unknown:
+            raise ValueError(f"cases: {unknown} not in {root} (available: {sorted(pairs)})")
+        pairs = {c: pairs[c] for c in cases}
+    device, size = model.mean.device, model.config.input_size
+    segmenter = VideoSegmenter(model.eval())
+    metrics = CaseMetrics()
+    total = sum(len(p) for p in pairs.values())
+    with tqdm(total=total, desc="eval", unit="frame", disable=not progress) as bar:
+        for case, frames in pairs.items():
+            segmenter.reset()
+            for frame_path, mask_path in frames:
+                gt = load_mask(mask_path)
+                logits = segmenter.step(frame_to_tensor(load_frame(frame_path), size, device))
+                prob = torch.sigmoid(F.interpolate(logits, size=gt.shape, mode="bilinear"))
+                prob = prob[0, 0].float().cpu().numpy()
+                if save_predictions is not None:
+                    write_mask(Path(save_predictions) / case / f"{frame_path.stem}.png", prob)
+                metrics.add(case, prob, gt)
+                bar.update()
+    return metrics.results()
+
+
+def format_table(results: dict) -> str:
+    """Per-case rows and the overall row, one column per metric."""
+    width = max(8, *(len(c) for c in results["cases"]))
+    lines = [f"{'case':<{width}} " + " ".join(f"{k:>9}" for k in METRIC_KEYS)]
+    rows = [*results["cases"].items(), ("overall", results["overall"])]
+    for name, values in rows:
+        lines.append(f"{name:<{width}} " + " ".join(f"{values[k]:>9.4f}" for k in METRIC_KEYS))
+    return "\n".join(lines)
+
+
+def write_json(results: dict, path: str | Path) -> None:
+    """``{"overall": {metric: value}, "cases": {case: {metric: value}}}``, plain floats."""
+
+    def clean(values: dict) -> dict:
+        return {k: float(np.float64(values[k])) for k in METRIC_KEYS}
+
+    data = {
+        "overall": clean(results["overall"]),
+        "cases": {c: clean(v) for c, v in results["cases"].items()},
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
