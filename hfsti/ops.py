@@ -44,6 +44,7 @@ __all__ = [
     "REFERENCE",
     "register_backend",
     "resolve_backend",
+    "use_backend",
 ]
 
 
@@ -360,6 +361,15 @@ _PROVIDERS = {"auto": "hfsti_kernels", "triton": "hfsti_kernels", "cuda": "hfsti
 def register_backend(name: str, factory: Callable[[], OpSet]) -> None:
     """Make ``resolve_backend(name)`` return ``factory()``."""
     _BACKENDS[name] = factory
+
+
+def use_backend(module: torch.nn.Module, backend: str | OpSet) -> OpSet:
+    """Make every submodule that holds an ``ops`` :class:`OpSet` use ``backend``'s."""
+    ops = resolve_backend(backend)
+    for m in module.modules():
+        if isinstance(getattr(m, "ops", None), OpSet):
+            m.ops = ops
+    return ops
 
 
 def resolve_backend(backend: str | OpSet) -> OpSet:

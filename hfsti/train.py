@@ -192,9 +192,13 @@ def train(cfg: TrainConfig, model_config: HFSTIConfig | None = None) -> Path:
             step += 1
             bar.update()
             if step % cfg.log_every == 0 or step == cfg.steps:
+                mean_loss = loss.detach()
+                if world > 1:  # every rank reaches this step: log the loss over all ranks
+                    dist.all_reduce(mean_loss)
+                    mean_loss = mean_loss / world
                 lr, seconds = scheduler.get_last_lr()[0], time.perf_counter() - tick
-                log.write(step, epoch, loss.item(), lr, grad_norm.item(), seconds)
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
+                log.write(step, epoch, mean_loss.item(), lr, grad_norm.item(), seconds)
+                bar.set_postfix(loss=f"{mean_loss.item():.4f}", lr=f"{lr:.2e}")
             if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
                 _save(model, optimizer, scheduler, scaler, step, cfg, last, state_path)
             if step >= cfg.steps:

@@ -17,20 +17,26 @@ TOLERANCE = {
 CVC612 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cvc612"
 
 
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """||out - ref|| / ||ref|| in float64 (absolute error when ref is zero)."""
+def rel_err(out: torch.Tensor, ref: torch.Tensor, floor: float = 0.0) -> float:
+    """||out - ref|| / max(||ref||, floor) in float64 (absolute error when both are zero).
+
+    ``floor`` keeps a tensor that is zero in exact arithmetic (only rounding noise on both
+    sides) from being judged relative to its own noise.
+    """
     out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
-    den = ref.norm().item()
+    den = max(ref.norm().item(), floor)
     return (out - ref).norm().item() / (den if den > 0 else 1.0)
 
 
-def assert_rel_close(out: torch.Tensor, ref: torch.Tensor, tol: float, name: str) -> None:
+def assert_rel_close(
+    out: torch.Tensor, ref: torch.Tensor, tol: float, name: str, floor: float = 0.0
+) -> None:
     """Fail with where and by how much ``out`` differs from ``ref``; NaN/Inf never pass."""
     assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
     if not torch.isfinite(out).all():
         bad = (~torch.isfinite(out)).nonzero()[:5].tolist()
         raise AssertionError(f"{name}: non-finite values at {bad}")
-    err = rel_err(out, ref)
+    err = rel_err(out, ref, floor)
     if err > tol:
         diff = (out.detach().double().cpu() - ref.detach().double().cpu()).abs()
         worst = torch.unravel_index(diff.argmax(), diff.shape)

@@ -21,7 +21,7 @@ from hfsti.model.layers import ConvBNReLU
 from hfsti.model.mfe import MFE
 from hfsti.model.pvt_v2 import pvt_v2_b2
 from hfsti.model.rmp import RMP, Memory, mask_to_grid
-from hfsti.ops import OpSet, resolve_backend
+from hfsti.ops import OpSet, resolve_backend, use_backend
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,11 +107,7 @@ class HFSTINet(nn.Module):
 
     def set_backend(self, backend: str | OpSet) -> HFSTINet:
         """Make every module call the ops of ``backend``; parameters are untouched."""
-        ops = resolve_backend(backend)
-        for module in self.modules():
-            if isinstance(getattr(module, "ops", None), OpSet):
-                module.ops = ops
-        self.config.backend = ops.name
+        self.config.backend = use_backend(self, backend).name
         return self
 
     # ----------------------------------------------------------------- pieces

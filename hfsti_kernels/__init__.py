@@ -1,0 +1,30 @@
+"""Fused Triton kernels for HFSTI-Net: drop-in replacements for the ops of ``hfsti.ops``.
+
+Each op takes the reference signature plus ``backend=``: "auto" (Triton on CUDA tensors, the
+reference elsewhere; the default, or the ``HFSTI_BACKEND`` environment variable), "triton",
+"reference". ``patch(model)`` switches a whole model; ``HFSTIConfig(backend="auto")`` builds
+one switched.
+"""
+
+from hfsti.ops import register_backend
+from hfsti_kernels.ops.fft_channel_attention import fft_channel_attention
+from hfsti_kernels.ops.fourier_unit import fourier_unit
+from hfsti_kernels.ops.gated_fusion import gated_fusion
+from hfsti_kernels.ops.memory_attention import memory_attention
+from hfsti_kernels.ops.spectral_correlation_loss import spectral_correlation_loss
+from hfsti_kernels.ops.structure_loss import structure_loss
+from hfsti_kernels.patch import opset, patch
+
+for _name in ("auto", "triton", "cuda"):
+    register_backend(_name, lambda name=_name: opset(name))
+
+__all__ = [
+    "fft_channel_attention",
+    "fourier_unit",
+    "gated_fusion",
+    "memory_attention",
+    "opset",
+    "patch",
+    "spectral_correlation_loss",
+    "structure_loss",
+]

@@ -1,0 +1,262 @@
+"""Dense DFT matrices and the Triton helpers shared by the FFT kernels.
+
+Design: at the model's sizes (H, W in 11..88) a 2-D real FFT is cheapest as two small dense
+matrix products, ``X = F_H @ x @ G_W``, which Triton lowers to tensor-core ``tl.dot`` and which
+keep every complex intermediate in registers. Complex matrices are carried as separate real and
+imaginary real matrices. Every matrix is zero-padded to power-of-two tiles >= 16 (``tl.dot``'s
+minimum), so a kernel masks only its loads and stores of data, never the matrices, and the padded
+rows and columns of every product are exactly zero.
+
+Matrices (``norm="ortho"``), built in float64 and cast once per (H, W, dtype, device):
+
+- ``fh``: (2, H_P, H_P) = [Fr, Fi], ``F_H[k, h] = exp(-2 pi i k h / H) / sqrt(H)`` (symmetric).
+- ``fw``: (4, W_P, WH_P) = [Gr, Gi, c*Gr, c*Gi], ``G[w, l] = exp(-2 pi i l w / W) / sqrt(W)`` for
+  the W // 2 + 1 half-spectrum columns l, and ``c_l`` the C2R Hermitian weights (1 for l = 0 and,
+  for even W, l = W / 2; 2 otherwise).
+
+With these, as real-linear maps on (real, imag) tile pairs (``fwd``/``inv`` below):
+
+- ``rfft2(x) = fwd(x; Gr, Gi)``;  its adjoint is ``inv(.; Gr^T, Gi^T)``.
+- ``irfft2_strict(Y) = inv(Y; (cGr)^T, (cGi)^T)`` (SPEC 1.2): the imaginary parts of column 0 and,
+  for even W, column W/2 are dropped because ``sin`` is exactly 0 there (set exactly, not
+  rounded), which is the strict convention; its adjoint is ``fwd(.; cGr, cGi)``.
+
+Limits: a whole (H, W) plane is one tile, so H, W <= 128 keeps a program's tiles in registers on
+an H100 (88x88 pads to 128x128, 8 warps); larger planes still compute correctly but spill.
+
+Caching: the matrices are built once per key and passed into the ops as tensor arguments, so the
+ops stay pure functions of their inputs. While torch.compile traces, or a CUDA graph captures
+(the kernels that fill a new matrix would not run until replay), or under FakeTensor tracing, the
+matrices are built without being cached, so a cache never holds a fake or unfilled tensor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from hfsti_kernels._backend import interpreter_enabled
+
+__all__ = [
+    "dft_matrices",
+    "tile_sizes",
+    "check_mats",
+    "plane_num_warps",
+    "launch",
+    "register_triton_op",
+    "load_plane",
+    "store_plane",
+    "load_fh",
+    "load_fw",
+    "fwd",
+    "inv",
+    "cmul",
+]
+
+_CACHE: dict[tuple[int, int, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def tile_sizes(H: int, W: int) -> tuple[int, int, int]:
+    """(H_P, W_P, WH_P): H, W and W // 2 + 1 padded to powers of two >= 16 (tl.dot minimum)."""
+    return (
+        max(16, triton.next_power_of_2(H)),
+        max(16, triton.next_power_of_2(W)),
+        max(16, triton.next_power_of_2(W // 2 + 1)),
+    )
+
+
+def plane_num_warps(H: int, W: int) -> int:
+    """Warps for a one-plane-per-program kernel: 8 past 64x64 tiles, to spread the registers."""
+    H_P, W_P, _ = tile_sizes(H, W)
+    return 4 if H_P * W_P <= 64 * 64 else 8
+
+
+def check_mats(H: int, W: int, fh: torch.Tensor, fw: torch.Tensor) -> tuple[int, int, int]:
+    """Check ``fh``, ``fw`` against an (H, W) plane; return (H_P, W_P, WH_P).
+
+    Only the padded shapes can be checked without reading the matrices (a device sync): the
+    public wrappers always pass :func:`dft_matrices` of the input's own (H, W).
+    """
+    H_P, W_P, WH_P = tile_sizes(H, W)
+    if fh.shape != (2, H_P, H_P) or fw.shape != (4, W_P, WH_P):
+        raise ValueError(
+            f"fh, fw: expected DFT matrices of shapes (2, {H_P}, {H_P}) and (4, {W_P}, {WH_P}) "
+            f"for a {H}x{W} plane (use hfsti_kernels.dft.dft_matrices), got "
+            f"{tuple(fh.shape)} and {tuple(fw.shape)}"
+        )
+    return H_P, W_P, WH_P
+
+
+def _dft_cos_sin(n: int, rows: int, cols: int, device: torch.device):
+    """cos and -sin of 2 pi r c / n for r < rows, c < cols, in float64, angle reduced exactly."""
+    r = torch.arange(rows, device=device, dtype=torch.int64)
+    c = torch.arange(cols, device=device, dtype=torch.int64)
+    m = (r[:, None] * c[None, :]) % n  # exact integer reduction keeps the angle accurate
+    ang = m.to(torch.float64) * (2.0 * math.pi / n)
+    re = torch.cos(ang)
+    # sin is exactly zero at m = 0 and m = n/2; rounding would leak a 1e-16 imaginary part into
+    # the bins that irfft2_strict must treat as real.
+    im = torch.where((2 * m) % n == 0, torch.zeros_like(ang), -torch.sin(ang))
+    scale = 1.0 / math.sqrt(n)
+    return re * scale, im * scale
+
+
+def _build(H: int, W: int, dtype: torch.dtype, device: torch.device):
+    H_P, W_P, WH_P = tile_sizes(H, W)
+    WH = W // 2 + 1
+    fh = torch.zeros(2, H_P, H_P, dtype=torch.float64, device=device)
+    fr, fi = _dft_cos_sin(H, H, H, device)
+    fh[0, :H, :H] = fr
+    fh[1, :H, :H] = fi
+    fw = torch.zeros(4, W_P, WH_P, dtype=torch.float64, device=device)
+    gr, gi = _dft_cos_sin(W, W, WH, device)
+    weight = torch.full((WH,), 2.0, dtype=torch.float64, device=device)
+    weight[0] = 1.0
+    if W % 2 == 0:
+        weight[W // 2] = 1.0
+    fw[0, :W, :WH] = gr
+    fw[1, :W, :WH] = gi
+    fw[2, :W, :WH] = gr * weight
+    fw[3, :W, :WH] = gi * weight
+    return fh.to(dtype), fw.to(dtype)
+
+
+def _must_not_cache(device: torch.device, probe: torch.Tensor) -> bool:
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return True
+    return torch._subclasses.fake_tensor.is_fake(probe)
+
+
+def dft_matrices(
+    H: int, W: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cached ``(fh, fw)`` pair for an (H, W) plane (see the module docstring for layout).
+
+    Args:
+        H, W: plane size, >= 1.
+        dtype: the kernels' compute dtype (float32, or float64).
+        device: where the kernels run.
+    """
+    key = (H, W, dtype, torch.device(device))
+    mats = _CACHE.get(key)
+    if mats is not None:
+        return mats
+    if torch.compiler.is_compiling():
+        return _build(H, W, dtype, key[3])
+    # Cached tensors must be ordinary ones: not inference tensors (autograd saves them for
+    # backward) and not recorded by autograd.
+    with torch.inference_mode(False), torch.no_grad():
+        mats = _build(H, W, dtype, key[3])
+    if not _must_not_cache(key[3], mats[0]):
+        _CACHE[key] = mats
+    return mats
+
+
+def launch(kernel, grid, *args, **kwargs) -> None:
+    """Launch ``kernel`` through ``torch.library.wrap_triton`` (traceable by torch.compile).
+
+    Under ``TRITON_INTERPRET=1`` wrap_triton hands back the interpreted kernel itself, which
+    would try to read the data of fake tensors during shape propagation; there is nothing to
+    compute then, so the launch is skipped. On GPU the wrapper's own fake rule handles it.
+    """
+    if interpreter_enabled() and any(
+        isinstance(a, torch.Tensor) and torch._subclasses.fake_tensor.is_fake(a) for a in args
+    ):
+        return
+    wrap_triton(kernel)[grid](*args, **kwargs)
+
+
+def register_triton_op(name: str):
+    """Decorator: register ``fn`` as the custom op ``name`` (e.g. ``"hfsti::fourier_unit"``).
+
+    On GPU this is ``torch.library.triton_op``: torch.compile sees through it to the kernels.
+    Under the interpreter, kernels are not JIT functions and cannot be traced into, so the op
+    is an opaque ``torch.library.custom_op`` whose fake rule is the same function (launches are
+    skipped on fake tensors by :func:`launch`); the eager results are identical.
+    """
+
+    def deco(fn):
+        if interpreter_enabled():
+            op = torch.library.custom_op(name, fn, mutates_args=())
+            op.register_fake(fn)
+            return op
+        return triton_op(name, fn, mutates_args=())
+
+    return deco
+
+
+# --------------------------------------------------------------------------- Triton helpers
+# All matrix products use input_precision="ieee": SPEC 5 asks for rel err <= 1e-5 on fp32
+# inputs, which plain TF32 (about 3e-4) does not meet.
+
+
+@triton.jit
+def load_plane(PTR, H, W, H_P: tl.constexpr, W_P: tl.constexpr, DTYPE: tl.constexpr):
+    """Load a contiguous (H, W) plane at PTR into an (H_P, W_P) tile of DTYPE, zero-padded."""
+    rows = tl.arange(0, H_P)[:, None]
+    cols = tl.arange(0, W_P)[None, :]
+    mask = (rows < H) & (cols < W)
+    return tl.load(PTR + rows * W + cols, mask=mask, other=0.0).to(DTYPE)
+
+
+@triton.jit
+def store_plane(PTR, val, H, W, H_P: tl.constexpr, W_P: tl.constexpr):
+    """Store the valid (H, W) corner of an (H_P, W_P) tile into a contiguous plane at PTR."""
+    rows = tl.arange(0, H_P)[:, None]
+    cols = tl.arange(0, W_P)[None, :]
+    mask = (rows < H) & (cols < W)
+    tl.store(PTR + rows * W + cols, val.to(PTR.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def load_fh(FH_PTR, H_P: tl.constexpr):
+    """(Fr, Fi), each (H_P, H_P), from ``fh`` (2, H_P, H_P)."""
+    r = tl.arange(0, H_P)
+    off = r[:, None] * H_P + r[None, :]
+    return tl.load(FH_PTR + off), tl.load(FH_PTR + H_P * H_P + off)
+
+
+@triton.jit
+def load_fw(FW_PTR, IDX: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr, TRANS: tl.constexpr):
+    """Matrix IDX of ``fw`` (4, W_P, WH_P): (W_P, WH_P), or its transpose (WH_P, W_P) if TRANS."""
+    base = FW_PTR + IDX * W_P * WH_P
+    if TRANS:
+        l_idx = tl.arange(0, WH_P)[:, None]
+        w_idx = tl.arange(0, W_P)[None, :]
+    else:
+        w_idx = tl.arange(0, W_P)[:, None]
+        l_idx = tl.arange(0, WH_P)[None, :]
+    return tl.load(base + w_idx * WH_P + l_idx)
+
+
+@triton.jit
+def fwd(x, Br, Bi, Fr, Fi):
+    """(Re, Im) of ``F_H @ x @ (Br + i Bi)`` for a real tile x (H_P, W_P) -> 2 x (H_P, WH_P)."""
+    pr = tl.dot(x, Br, input_precision="ieee")
+    pi = tl.dot(x, Bi, input_precision="ieee")
+    xr = tl.dot(Fr, pr, input_precision="ieee") - tl.dot(Fi, pi, input_precision="ieee")
+    xi = tl.dot(Fr, pi, input_precision="ieee") + tl.dot(Fi, pr, input_precision="ieee")
+    return xr, xi
+
+
+@triton.jit
+def inv(yr, yi, Ar, Ai, Fr, Fi):
+    """``Re(conj(F_H) @ (yr + i yi) @ (Ar + i Ai))``: 2 x (H_P, WH_P) -> real (H_P, W_P).
+
+    Written as ``Fr (yr Ar + yi Ai) + Fi (yi Ar - yr Ai)`` (F_H is symmetric).
+    """
+    ur = tl.dot(yr, Ar, input_precision="ieee") + tl.dot(yi, Ai, input_precision="ieee")
+    ui = tl.dot(yi, Ar, input_precision="ieee") - tl.dot(yr, Ai, input_precision="ieee")
+    return tl.dot(Fr, ur, input_precision="ieee") + tl.dot(Fi, ui, input_precision="ieee")
+
+
+@triton.jit
+def cmul(ar, ai, br, bi, CONJ_B: tl.constexpr):
+    """Elementwise complex product ``a * b`` (or ``a * conj(b)`` if CONJ_B) of (re, im) tiles."""
+    if CONJ_B:
+        return ar * br + ai * bi, ai * br - ar * bi
+    return ar * br - ai * bi, ar * bi + ai * br

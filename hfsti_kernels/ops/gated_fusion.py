@@ -1,0 +1,346 @@
+"""Fused Triton kernels for ``gated_fusion`` (SPEC 1.3), the core of the Intertwined Fusion Block.
+
+    x_c  = x_f + x_s + x_0
+    x_fs = gelu(fourier_unit(x_c, fu_weight, fu_bias)) * dwconv3x3(x_c, dw_weight, dw_bias)
+
+Design (the Fourier unit's structure is in ``fourier_unit.py``). Forward, two passes:
+
+1. ``_mix_kernel`` with ``HAS_SUM3``: reads x_f, x_s, x_0 once per tile, writes x_c, and mixes
+   channels in the spatial domain (u, v = A x_c, B x_c), so x_c is never re-read for the GEMM.
+2. ``_gf_fwd_kernel``, one program per (b, c) plane: the Fourier unit's spectrum (+bias, ReLU),
+   its strict inverse, the exact-erf GELU, the 3x3 depthwise conv of x_c (+bias, zero padding;
+   nine shifted masked loads of the plane, cache-resident) and the product; x_fs is written once,
+   with the post-ReLU spectrum when a backward will follow.
+
+Backward, with g_c and g_fs the incoming gradients of x_c and x_fs:
+
+1. ``_gf_bwd_kernel`` per (b, c) plane: recomputes the Fourier-unit output from the saved
+   spectrum (one inverse transform) and the conv from x_c, forms
+   ``g_fu = g_fs * conv * gelu'(fu)`` and ``g_s = g_fs * gelu(fu)`` (written, it is needed at
+   shifted positions), the per-batch partials of the conv weight and bias, then the Fourier
+   unit's spectral adjoint (ReLU mask, bias partials, gu, gv).
+2. ``_mix_dx_kernel`` with ``HAS_CONV``: ``dx_c = A^T gu + B^T gv + g_c + conv^T(g_s)``; the three
+   inputs' gradients are all dx_c.
+3. ``_mix_dw_kernel`` (fu_weight partials) and ``_sum_batch_kernel`` (all batch reductions,
+   fixed order, no atomics).
+
+Not fused: the channel mixing needs every channel of x_c while the transforms need whole planes,
+so mixing and spectral work are separate passes (see fourier_unit.py).
+
+Limits: one (H, W) plane is one register tile (up to 128x128 on an H100). fp16/bf16/fp32 are
+computed in fp32 (``input_precision="ieee"``), float64 in float64; x_c is returned in the input
+dtype from an fp32 sum (one rounding instead of the reference's two for half inputs).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from hfsti._checks import compute_dtype
+from hfsti.ops import check_gated_fusion_inputs
+from hfsti.ops import gated_fusion as _reference
+from hfsti_kernels import dft
+from hfsti_kernels._backend import select_backend
+from hfsti_kernels.dft import inv, load_fh, load_fw, load_plane, store_plane
+from hfsti_kernels.ops.fourier_unit import (
+    fu_backward_tail,
+    fu_load_spectrum,
+    fu_spectrum,
+    fu_store_spectrum,
+    launch_mix,
+    launch_mix_backward,
+    needs_grad,
+    sum_batch,
+)
+
+__all__ = ["gated_fusion"]
+
+_SQRT1_2 = tl.constexpr(0.7071067811865476)  # 1 / sqrt(2)
+_INV_SQRT_2PI = tl.constexpr(0.3989422804014327)  # 1 / sqrt(2 pi)
+
+
+@triton.jit
+def _shifted(
+    PLANE_PTR, I: tl.constexpr, J: tl.constexpr, H, W, H_P: tl.constexpr, W_P: tl.constexpr
+):
+    """x[h + I - 1, w + J - 1] over an (H_P, W_P) tile, zero outside the (H, W) plane."""
+    r = tl.arange(0, H_P)[:, None] + (I - 1)
+    c = tl.arange(0, W_P)[None, :] + (J - 1)
+    ok = (r >= 0) & (r < H) & (c >= 0) & (c < W)
+    return tl.load(PLANE_PTR + r * W + c, mask=ok, other=0.0)
+
+
+@triton.jit
+def _dwconv3x3(XC_PTR, DWW_PTR, DWB_PTR, c, H, W, H_P: tl.constexpr, W_P: tl.constexpr, DTYPE):
+    """Depthwise 3x3 conv (cross-correlation, zero padding) + bias of the plane at XC_PTR."""
+    acc = tl.zeros((H_P, W_P), dtype=DTYPE) + tl.load(DWB_PTR + c).to(DTYPE)
+    for i in tl.static_range(3):
+        for j in tl.static_range(3):
+            k = tl.load(DWW_PTR + c * 9 + i * 3 + j).to(DTYPE)
+            acc += k * _shifted(XC_PTR, i, j, H, W, H_P, W_P).to(DTYPE)
+    return acc
+
+
+@triton.jit
+def _gf_fwd_kernel(
+    U_PTR,
+    V_PTR,
+    FUB_PTR,
+    XC_PTR,
+    DWW_PTR,
+    DWB_PTR,
+    XFS_PTR,
+    ZS_PTR,
+    FH_PTR,
+    FW_PTR,
+    C,
+    H,
+    W,
+    SAVE_Z: tl.constexpr,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+):
+    """One program per (b, c) plane.
+
+    U_PTR, V_PTR: (B, 2C, H, W) channel-mixed x_c (compute dtype); FUB_PTR: (2C,) fu_bias;
+    XC_PTR: (B, C, H, W) x_c; DWW_PTR: (C, 1, 3, 3), DWB_PTR: (C,); XFS_PTR: (B, C, H, W)
+    output; ZS_PTR: (B, 2C, H, W//2+1) post-ReLU spectrum, written if SAVE_Z.
+    FH_PTR: (2, H_P, H_P), FW_PTR: (4, W_P, WH_P) DFT matrices.
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // C
+    c = pid % C
+    Fr, Fi = load_fh(FH_PTR, H_P)
+    dt = Fr.dtype
+    zr, zi = fu_spectrum(U_PTR, V_PTR, FUB_PTR, b, c, C, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P)
+    if SAVE_Z:
+        fu_store_spectrum(ZS_PTR, zr, zi, b, c, C, H, W, H_P, WH_P)
+    Er = load_fw(FW_PTR, 2, W_P, WH_P, True)
+    Ei = load_fw(FW_PTR, 3, W_P, WH_P, True)
+    f = inv(zr, zi, Er, Ei, Fr, Fi)
+    gelu = 0.5 * f * (1.0 + tl.math.erf(f * _SQRT1_2))
+    plane = pid * H * W
+    s = _dwconv3x3(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, H_P, W_P, dt)
+    store_plane(XFS_PTR + plane, gelu * s, H, W, H_P, W_P)
+
+
+@triton.jit
+def _gf_bwd_kernel(
+    GFS_PTR,
+    ZS_PTR,
+    XC_PTR,
+    DWW_PTR,
+    DWB_PTR,
+    GU_PTR,
+    GV_PTR,
+    GS_PTR,
+    FUB_PART_PTR,
+    DWW_PART_PTR,
+    DWB_PART_PTR,
+    FH_PTR,
+    FW_PTR,
+    C,
+    H,
+    W,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+):
+    """One program per (b, c) plane.
+
+    GFS_PTR: (B, C, H, W) gradient of x_fs; ZS_PTR: (B, 2C, H, W//2+1) saved spectrum;
+    XC_PTR: (B, C, H, W) x_c; DWW_PTR: (C, 1, 3, 3); DWB_PTR: (C,).
+    Outputs: GU_PTR, GV_PTR: (B, 2C, H, W) mixing gradients; GS_PTR: (B, C, H, W) gradient of
+    the conv output; FUB_PART_PTR: (B, 2C), DWW_PART_PTR: (B, C, 9), DWB_PART_PTR: (B, C)
+    per-batch partial sums. FH_PTR: (2, H_P, H_P), FW_PTR: (4, W_P, WH_P) DFT matrices.
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // C
+    c = pid % C
+    Fr, Fi = load_fh(FH_PTR, H_P)
+    dt = Fr.dtype
+    zr, zi = fu_load_spectrum(ZS_PTR, b, c, C, H, W, H_P, WH_P, dt)
+    Er = load_fw(FW_PTR, 2, W_P, WH_P, True)
+    Ei = load_fw(FW_PTR, 3, W_P, WH_P, True)
+    f = inv(zr, zi, Er, Ei, Fr, Fi)
+    plane = pid * H * W
+    s = _dwconv3x3(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, H_P, W_P, dt)
+    g = load_plane(GFS_PTR + plane, H, W, H_P, W_P, dt)  # zero padding: padded terms vanish
+    cdf = 0.5 * (1.0 + tl.math.erf(f * _SQRT1_2))
+    pdf = tl.exp(-0.5 * f * f) * _INV_SQRT_2PI
+    g_fu = g * s * (cdf + f * pdf)
+    g_s = g * f * cdf
+    store_plane(GS_PTR + plane, g_s, H, W, H_P, W_P)
+    tl.store(DWB_PART_PTR + pid, tl.sum(tl.sum(g_s, axis=1), axis=0))
+    for i in tl.static_range(3):
+        for j in tl.static_range(3):
+            xs = _shifted(XC_PTR + plane, i, j, H, W, H_P, W_P).to(dt)
+            tl.store(DWW_PART_PTR + pid * 9 + i * 3 + j, tl.sum(tl.sum(g_s * xs, axis=1), axis=0))
+    fu_backward_tail(
+        g_fu, zr, zi, GU_PTR, GV_PTR, FUB_PART_PTR, b, c, C, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P
+    )
+
+
+@dft.register_triton_op("hfsti::gated_fusion")
+def _gf_op(
+    x_f: torch.Tensor,
+    x_s: torch.Tensor,
+    x_0: torch.Tensor,
+    fu_weight: torch.Tensor,
+    fu_bias: torch.Tensor,
+    dw_weight: torch.Tensor,
+    dw_bias: torch.Tensor,
+    fh: torch.Tensor,
+    fw: torch.Tensor,
+    save_spectrum: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    B, C, H, W = x_f.shape
+    H_P, W_P, WH_P = dft.check_mats(H, W, fh, fw)
+    x_f, x_s, x_0 = x_f.contiguous(), x_s.contiguous(), x_0.contiguous()
+    fu_weight, fu_bias = fu_weight.contiguous(), fu_bias.contiguous()
+    dw_weight, dw_bias = dw_weight.contiguous(), dw_bias.contiguous()
+    u, v, x_c = launch_mix(x_f, fu_weight, x_s, x_0)
+    x_fs = torch.empty_like(x_f)
+    zs_shape = (B, 2 * C, H, W // 2 + 1) if save_spectrum else (0,)
+    zs = torch.empty(zs_shape, dtype=u.dtype, device=x_f.device)
+    dft.launch(
+        _gf_fwd_kernel,
+        (B * C,),
+        u,
+        v,
+        fu_bias,
+        x_c,
+        dw_weight,
+        dw_bias,
+        x_fs,
+        zs,
+        fh,
+        fw,
+        C,
+        H,
+        W,
+        SAVE_Z=save_spectrum,
+        H_P=H_P,
+        W_P=W_P,
+        WH_P=WH_P,
+        num_warps=dft.plane_num_warps(H, W),
+    )
+    return x_c, x_fs, zs
+
+
+@dft.register_triton_op("hfsti::gated_fusion_backward")
+def _gf_bwd_op(
+    g_c: torch.Tensor,
+    g_fs: torch.Tensor,
+    x_c: torch.Tensor,
+    fu_weight: torch.Tensor,
+    dw_weight: torch.Tensor,
+    dw_bias: torch.Tensor,
+    zs: torch.Tensor,
+    fh: torch.Tensor,
+    fw: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    B, C, H, W = x_c.shape
+    H_P, W_P, WH_P = dft.check_mats(H, W, fh, fw)
+    if zs.shape != (B, 2 * C, H, W // 2 + 1):
+        raise ValueError(
+            f"zs: expected the saved spectrum of shape {(B, 2 * C, H, W // 2 + 1)}, got "
+            f"{tuple(zs.shape)} (was the forward run with save_spectrum=False?)"
+        )
+    g_c, g_fs, x_c, zs = g_c.contiguous(), g_fs.contiguous(), x_c.contiguous(), zs.contiguous()
+    fu_weight, dw_weight, dw_bias = (
+        fu_weight.contiguous(),
+        dw_weight.contiguous(),
+        dw_bias.contiguous(),
+    )
+    dt = zs.dtype
+    dev = x_c.device
+    gu = torch.empty(B, 2 * C, H, W, dtype=dt, device=dev)
+    gv = torch.empty_like(gu)
+    gs = torch.empty(B, C, H, W, dtype=dt, device=dev)
+    fub_part = torch.empty(B, 2 * C, dtype=dt, device=dev)
+    dww_part = torch.empty(B, C, 9, dtype=dt, device=dev)
+    dwb_part = torch.empty(B, C, dtype=dt, device=dev)
+    dft.launch(
+        _gf_bwd_kernel,
+        (B * C,),
+        g_fs,
+        zs,
+        x_c,
+        dw_weight,
+        dw_bias,
+        gu,
+        gv,
+        gs,
+        fub_part,
+        dww_part,
+        dwb_part,
+        fh,
+        fw,
+        C,
+        H,
+        W,
+        H_P=H_P,
+        W_P=W_P,
+        WH_P=WH_P,
+        num_warps=dft.plane_num_warps(H, W),
+    )
+    dx, fuw_part = launch_mix_backward(gu, gv, x_c, fu_weight, x_c.dtype, conv=(g_c, gs, dw_weight))
+    pdt = fu_weight.dtype
+    d_fuw = sum_batch(fuw_part, fu_weight.shape, pdt)
+    d_fub = sum_batch(fub_part, (2 * C,), pdt)
+    d_dww = sum_batch(dww_part, dw_weight.shape, pdt)
+    d_dwb = sum_batch(dwb_part, (C,), pdt)
+    return dx, d_fuw, d_fub, d_dww, d_dwb
+
+
+def _setup_context(ctx, inputs, output):
+    _x_f, _x_s, _x_0, fu_weight, _fu_bias, dw_weight, dw_bias, fh, fw, _save = inputs
+    x_c, _x_fs, zs = output
+    ctx.save_for_backward(x_c, fu_weight, dw_weight, dw_bias, zs, fh, fw)
+
+
+def _backward(ctx, g_c, g_fs, _g_zs):
+    x_c, fu_weight, dw_weight, dw_bias, zs, fh, fw = ctx.saved_tensors
+    dx, d_fuw, d_fub, d_dww, d_dwb = _gf_bwd_op(
+        g_c, g_fs, x_c, fu_weight, dw_weight, dw_bias, zs, fh, fw
+    )
+    # x_c = x_f + x_s + x_0: the three inputs share one gradient.
+    return dx, dx, dx, d_fuw, d_fub, d_dww, d_dwb, None, None, None
+
+
+_gf_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def gated_fusion(
+    x_f: torch.Tensor,
+    x_s: torch.Tensor,
+    x_0: torch.Tensor,
+    fu_weight: torch.Tensor,
+    fu_bias: torch.Tensor,
+    dw_weight: torch.Tensor,
+    dw_bias: torch.Tensor,
+    *,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop-in for :func:`hfsti.ops.gated_fusion`, fused in Triton.
+
+    Args:
+        x_f, x_s, x_0: (B, C, H, W); fu_weight: (2C, 2C); fu_bias: (2C,);
+            dw_weight: (C, 1, 3, 3); dw_bias: (C,); same dtype and device, any strides.
+        backend: "auto" (Triton on CUDA tensors, the reference elsewhere), "triton",
+            "reference"; None reads ``HFSTI_BACKEND`` (default "auto").
+    Returns:
+        (x_c, x_fs), both (B, C, H, W) in the input dtype; differentiable in every argument.
+    """
+    check_gated_fusion_inputs(x_f, x_s, x_0, fu_weight, fu_bias, dw_weight, dw_bias)
+    if select_backend(backend, x_f) == "reference":
+        return _reference(x_f, x_s, x_0, fu_weight, fu_bias, dw_weight, dw_bias)
+    H, W = x_f.shape[-2:]
+    fh, fw = dft.dft_matrices(H, W, compute_dtype(x_f.dtype), x_f.device)
+    params = (x_f, x_s, x_0, fu_weight, fu_bias, dw_weight, dw_bias)
+    x_c, x_fs, _ = _gf_op(*params, fh, fw, needs_grad(*params))
+    return x_c, x_fs

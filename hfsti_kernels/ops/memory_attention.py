@@ -1,0 +1,902 @@
+# Memory attention (SPEC 1.4) in Triton: flash-attention forward and backward with a per-key bias.
+#
+#   o = softmax(scale * q @ k^T + key_bias[..., None, :]) @ v
+#
+# Design (FlashAttention-2, Dao 2023; the layout of the Triton tutorial's fused attention):
+# - Forward, one program per (query block, batch*head): stream key/value blocks through an online
+#   softmax in base 2 (the logits are pre-multiplied by log2(e), so every exponential is one
+#   exp2). Nothing of size Nq x Nk touches memory; only o and the row logsumexp are saved.
+# - Backward, three launches, no atomics, so every gradient is bitwise reproducible:
+#   1. delta = rowsum(dO * O), one program per query block;
+#   2. dK, dV and dbias, one program per key block looping over all query blocks; dbias[j] is
+#      the column sum of dS over that loop, in a fixed order;
+#   3. dQ, one program per query block looping over all key blocks.
+#   A key_bias broadcast over B or h is summed over those dims on the host (torch.sum is
+#   deterministic), so its gradient has the key_bias's own shape.
+# - Arbitrary strides everywhere (the model feeds views made with .transpose(1, 2)); a size-1
+#   key_bias dim is a zero stride. Ragged Nq, Nk and d are masked (EVEN_* flags drop the masks
+#   when a size divides its block); masked logits are a large finite negative, never -inf, so
+#   no inf - inf can produce a NaN.
+# - Precision: fp16/bf16 tiles feed the tensor cores, accumulating in fp32; fp32 tiles use
+#   3xTF32 by default (about fp32 accuracy, SPEC 5), "ieee" or the faster "tf32" on request;
+#   fp64 runs in fp64 throughout (the scale is passed as an fp64 scalar), so gradcheck passes.
+#
+# Limits: d <= 128 (a q tile and its accumulator stay in registers); block sizes are fixed per
+# (dtype, d) instead of autotuned, because autotuning times kernels on the first call (which
+# breaks CUDA-graph capture) and a different BLOCK_M would change dbias's summation order.
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from hfsti.ops import check_memory_attention_inputs
+from hfsti.ops import memory_attention as reference_memory_attention
+from hfsti_kernels._backend import interpreter_enabled, select_backend
+
+__all__ = ["memory_attention", "MAX_HEAD_DIM", "FP32_PRECISIONS"]
+
+MAX_HEAD_DIM = 128
+FP32_PRECISIONS = ("tf32x3", "ieee", "tf32")
+LOG2E = 1.4426950408889634
+_LOG2E = tl.constexpr(LOG2E)  # the same constant, readable from the kernels
+NEG_BIG = tl.constexpr(-1.0e30)  # "minus infinity" for masked logits, finite in fp32 and fp64
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@triton.jit
+def _load_tile(ptrs, rows_ok, cols_ok, EVEN_ROWS: tl.constexpr, EVEN_COLS: tl.constexpr):
+    """Load a 2-D tile, masking only the dims whose size is not a multiple of the block."""
+    if EVEN_ROWS and EVEN_COLS:
+        x = tl.load(ptrs)
+    elif EVEN_ROWS:
+        x = tl.load(ptrs, mask=cols_ok[None, :], other=0.0)
+    elif EVEN_COLS:
+        x = tl.load(ptrs, mask=rows_ok[:, None], other=0.0)
+    else:
+        x = tl.load(ptrs, mask=rows_ok[:, None] & cols_ok[None, :], other=0.0)
+    return x
+
+
+@triton.jit
+def _store_tile(ptrs, x, rows_ok, cols_ok, EVEN_ROWS: tl.constexpr, EVEN_COLS: tl.constexpr):
+    """Store a 2-D tile with the masking of :func:`_load_tile`."""
+    if EVEN_ROWS and EVEN_COLS:
+        tl.store(ptrs, x)
+    elif EVEN_ROWS:
+        tl.store(ptrs, x, mask=cols_ok[None, :])
+    elif EVEN_COLS:
+        tl.store(ptrs, x, mask=rows_ok[:, None])
+    else:
+        tl.store(ptrs, x, mask=rows_ok[:, None] & cols_ok[None, :])
+
+
+@triton.jit
+def _load_row(ptrs, ok, other, EVEN: tl.constexpr):
+    """Load a 1-D block, masked unless its size divides the block."""
+    return tl.load(ptrs) if EVEN else tl.load(ptrs, mask=ok, other=other)
+
+
+@triton.jit
+def _fwd_kernel(
+    Q_PTR,
+    K_PTR,
+    V_PTR,
+    BIAS_PTR,
+    O_PTR,
+    LSE_PTR,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_bb,
+    stride_bh,
+    stride_bn,
+    stride_ob,
+    stride_oh,
+    stride_om,
+    stride_od,
+    H,
+    N_Q,
+    N_K,
+    HEAD_D,
+    qk_scale: tl.float64,
+    HAS_BIAS: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    EVEN_M: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Forward: o and the base-2 row logsumexp for one block of queries of one (batch, head).
+
+    Grid: (cdiv(N_Q, BLOCK_M), B * H).
+    Q_PTR: (B, H, N_Q, HEAD_D); K_PTR, V_PTR: (B, H, N_K, HEAD_D), any strides.
+    BIAS_PTR: (B, H, N_K) with zero strides on broadcast dims (unused unless HAS_BIAS).
+    O_PTR: (B, H, N_Q, HEAD_D) output, input dtype.
+    LSE_PTR: (B, H, N_Q) contiguous output, fp32 (fp64 for fp64 inputs):
+        log2(sum_j exp2(s_j)) where s = log2(e) * (scale * q k^T + key_bias).
+    qk_scale: scale * log2(e).
+    """
+    if IS_FP64:
+        acc_ty: tl.constexpr = tl.float64
+    else:
+        acc_ty: tl.constexpr = tl.float32
+    log2e = tl.full((), _LOG2E, acc_ty)
+    qk_scale = tl.full((), qk_scale, acc_ty)
+
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < N_Q
+    d_ok = offs_d < HEAD_D
+
+    q_ptrs = (
+        Q_PTR
+        + off_b * stride_qb
+        + off_h * stride_qh
+        + offs_m[:, None] * stride_qm
+        + offs_d[None, :] * stride_qd
+    )
+    # K is read transposed, (BLOCK_D, BLOCK_N), so q @ k^T is a plain dot.
+    kt_ptrs = (
+        K_PTR
+        + off_b * stride_kb
+        + off_h * stride_kh
+        + offs_n[None, :] * stride_kn
+        + offs_d[:, None] * stride_kd
+    )
+    v_ptrs = (
+        V_PTR
+        + off_b * stride_vb
+        + off_h * stride_vh
+        + offs_n[:, None] * stride_vn
+        + offs_d[None, :] * stride_vd
+    )
+    b_ptrs = BIAS_PTR + off_b * stride_bb + off_h * stride_bh + offs_n * stride_bn
+
+    q = _load_tile(q_ptrs, m_ok, d_ok, EVEN_M, EVEN_D)
+    m_i = tl.full((BLOCK_M,), NEG_BIG, acc_ty)
+    l_i = tl.zeros((BLOCK_M,), acc_ty)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), acc_ty)
+    for start_n in range(0, N_K, BLOCK_N):
+        n_ok = start_n + offs_n < N_K
+        kt = _load_tile(kt_ptrs + start_n * stride_kn, d_ok, n_ok, EVEN_D, EVEN_N)
+        s = tl.dot(q, kt, input_precision=DOT_PRECISION, out_dtype=acc_ty) * qk_scale
+        if HAS_BIAS:
+            bias = _load_row(b_ptrs + start_n * stride_bn, n_ok, 0.0, EVEN_N)
+            s += bias.to(acc_ty)[None, :] * log2e
+        if not EVEN_N:
+            s = tl.where(n_ok[None, :], s, NEG_BIG)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _load_tile(v_ptrs + start_n * stride_vn, n_ok, d_ok, EVEN_N, EVEN_D)
+        acc = acc * alpha[:, None] + tl.dot(
+            p.to(v.dtype), v, input_precision=DOT_PRECISION, out_dtype=acc_ty
+        )
+        m_i = m_new
+
+    o = acc / l_i[:, None]
+    o_ptrs = (
+        O_PTR
+        + off_b * stride_ob
+        + off_h * stride_oh
+        + offs_m[:, None] * stride_om
+        + offs_d[None, :] * stride_od
+    )
+    _store_tile(o_ptrs, o.to(O_PTR.dtype.element_ty), m_ok, d_ok, EVEN_M, EVEN_D)
+    lse_ptrs = LSE_PTR + pid_bh.to(tl.int64) * N_Q + offs_m
+    if EVEN_M:
+        tl.store(lse_ptrs, m_i + tl.log2(l_i))
+    else:
+        tl.store(lse_ptrs, m_i + tl.log2(l_i), mask=m_ok)
+
+
+@triton.jit
+def _bwd_preprocess_kernel(
+    O_PTR,
+    DO_PTR,
+    DELTA_PTR,
+    stride_ob,
+    stride_oh,
+    stride_om,
+    stride_od,
+    stride_dob,
+    stride_doh,
+    stride_dom,
+    stride_dod,
+    H,
+    N_Q,
+    HEAD_D,
+    IS_FP64: tl.constexpr,
+    EVEN_M: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    """Backward step 1: delta = rowsum(dO * O), the softmax-gradient correction.
+
+    Grid: (cdiv(N_Q, BLOCK_M), B * H).
+    O_PTR, DO_PTR: (B, H, N_Q, HEAD_D), any strides (dO may be an expanded gradient).
+    DELTA_PTR: (B, H, N_Q) contiguous output, fp32 (fp64 for fp64 inputs).
+    """
+    if IS_FP64:
+        acc_ty: tl.constexpr = tl.float64
+    else:
+        acc_ty: tl.constexpr = tl.float32
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < N_Q
+    d_ok = offs_d < HEAD_D
+    o_ptrs = (
+        O_PTR
+        + off_b * stride_ob
+        + off_h * stride_oh
+        + offs_m[:, None] * stride_om
+        + offs_d[None, :] * stride_od
+    )
+    do_ptrs = (
+        DO_PTR
+        + off_b * stride_dob
+        + off_h * stride_doh
+        + offs_m[:, None] * stride_dom
+        + offs_d[None, :] * stride_dod
+    )
+    o = _load_tile(o_ptrs, m_ok, d_ok, EVEN_M, EVEN_D).to(acc_ty)
+    do = _load_tile(do_ptrs, m_ok, d_ok, EVEN_M, EVEN_D).to(acc_ty)
+    delta = tl.sum(o * do, 1)
+    delta_ptrs = DELTA_PTR + pid_bh.to(tl.int64) * N_Q + offs_m
+    if EVEN_M:
+        tl.store(delta_ptrs, delta)
+    else:
+        tl.store(delta_ptrs, delta, mask=m_ok)
+
+
+@triton.jit
+def _bwd_dkdv_kernel(
+    Q_PTR,
+    K_PTR,
+    V_PTR,
+    BIAS_PTR,
+    DO_PTR,
+    LSE_PTR,
+    DELTA_PTR,
+    DK_PTR,
+    DV_PTR,
+    DBIAS_PTR,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_bb,
+    stride_bh,
+    stride_bn,
+    stride_dob,
+    stride_doh,
+    stride_dom,
+    stride_dod,
+    H,
+    N_Q,
+    N_K,
+    HEAD_D,
+    sm_scale: tl.float64,
+    qk_scale: tl.float64,
+    HAS_BIAS: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    EVEN_M: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Backward step 2: dK, dV and dbias for one block of keys of one (batch, head).
+
+    Grid: (cdiv(N_K, BLOCK_N), B * H). The scores are recomputed transposed, (BLOCK_N, BLOCK_M),
+    so that dV += P^T dO and dK += dS^T Q need no transposed tile.
+    Q_PTR, DO_PTR: (B, H, N_Q, HEAD_D); K_PTR, V_PTR: (B, H, N_K, HEAD_D); any strides.
+    BIAS_PTR: (B, H, N_K) with zero strides on broadcast dims (unused unless HAS_BIAS).
+    LSE_PTR, DELTA_PTR: (B, H, N_Q) contiguous, from the forward and step 1.
+    DK_PTR, DV_PTR: (B, H, N_K, HEAD_D) contiguous outputs, input dtype.
+    DBIAS_PTR: (B, H, N_K) contiguous output, fp32 (fp64 for fp64 inputs), written only if
+        HAS_BIAS: dbias[j] = sum_i dS[i, j], summed in a fixed order (deterministic).
+    sm_scale: the logit scale; qk_scale: sm_scale * log2(e).
+    """
+    if IS_FP64:
+        acc_ty: tl.constexpr = tl.float64
+    else:
+        acc_ty: tl.constexpr = tl.float32
+    log2e = tl.full((), _LOG2E, acc_ty)
+    sm_scale = tl.full((), sm_scale, acc_ty)
+    qk_scale = tl.full((), qk_scale, acc_ty)
+
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    n_ok = offs_n < N_K
+    d_ok = offs_d < HEAD_D
+
+    k_ptrs = (
+        K_PTR
+        + off_b * stride_kb
+        + off_h * stride_kh
+        + offs_n[:, None] * stride_kn
+        + offs_d[None, :] * stride_kd
+    )
+    v_ptrs = (
+        V_PTR
+        + off_b * stride_vb
+        + off_h * stride_vh
+        + offs_n[:, None] * stride_vn
+        + offs_d[None, :] * stride_vd
+    )
+    k = _load_tile(k_ptrs, n_ok, d_ok, EVEN_N, EVEN_D)
+    v = _load_tile(v_ptrs, n_ok, d_ok, EVEN_N, EVEN_D)
+    if HAS_BIAS:
+        b_ptrs = BIAS_PTR + off_b * stride_bb + off_h * stride_bh + offs_n * stride_bn
+        bias = _load_row(b_ptrs, n_ok, 0.0, EVEN_N).to(acc_ty) * log2e
+
+    # Q and dO read transposed, (BLOCK_D, BLOCK_M).
+    qt_ptrs = (
+        Q_PTR
+        + off_b * stride_qb
+        + off_h * stride_qh
+        + offs_m[None, :] * stride_qm
+        + offs_d[:, None] * stride_qd
+    )
+    dot_ptrs = (
+        DO_PTR
+        + off_b * stride_dob
+        + off_h * stride_doh
+        + offs_m[None, :] * stride_dom
+        + offs_d[:, None] * stride_dod
+    )
+    lse_ptrs = LSE_PTR + pid_bh.to(tl.int64) * N_Q + offs_m
+    delta_ptrs = DELTA_PTR + pid_bh.to(tl.int64) * N_Q + offs_m
+
+    dk = tl.zeros((BLOCK_N, BLOCK_D), acc_ty)
+    dv = tl.zeros((BLOCK_N, BLOCK_D), acc_ty)
+    dbias = tl.zeros((BLOCK_N,), acc_ty)
+    for start_m in range(0, N_Q, BLOCK_M):
+        m_ok = start_m + offs_m < N_Q
+        qt = _load_tile(qt_ptrs + start_m * stride_qm, d_ok, m_ok, EVEN_D, EVEN_M)
+        dot = _load_tile(dot_ptrs + start_m * stride_dom, d_ok, m_ok, EVEN_D, EVEN_M)
+        # A padded query row gets lse = +BIG, so its probabilities are exactly 0.
+        lse = _load_row(lse_ptrs + start_m, m_ok, -NEG_BIG, EVEN_M)
+        delta = _load_row(delta_ptrs + start_m, m_ok, 0.0, EVEN_M)
+        st = tl.dot(k, qt, input_precision=DOT_PRECISION, out_dtype=acc_ty) * qk_scale
+        if HAS_BIAS:
+            st += bias[:, None]
+        if not EVEN_N:
+            st = tl.where(n_ok[:, None], st, NEG_BIG)
+        pt = tl.exp2(st - lse[None, :])
+        dv += tl.dot(
+            pt.to(dot.dtype), tl.trans(dot), input_precision=DOT_PRECISION, out_dtype=acc_ty
+        )
+        dpt = tl.dot(v, dot, input_precision=DOT_PRECISION, out_dtype=acc_ty)
+        dst = pt * (dpt - delta[None, :])
+        if HAS_BIAS:
+            dbias += tl.sum(dst, 1)
+        dk += tl.dot(
+            dst.to(qt.dtype), tl.trans(qt), input_precision=DOT_PRECISION, out_dtype=acc_ty
+        )
+
+    out_off = pid_bh.to(tl.int64) * N_K * HEAD_D + offs_n[:, None] * HEAD_D + offs_d[None, :]
+    _store_tile(
+        DK_PTR + out_off, (dk * sm_scale).to(DK_PTR.dtype.element_ty), n_ok, d_ok, EVEN_N, EVEN_D
+    )
+    _store_tile(DV_PTR + out_off, dv.to(DV_PTR.dtype.element_ty), n_ok, d_ok, EVEN_N, EVEN_D)
+    if HAS_BIAS:
+        dbias_ptrs = DBIAS_PTR + pid_bh.to(tl.int64) * N_K + offs_n
+        if EVEN_N:
+            tl.store(dbias_ptrs, dbias)
+        else:
+            tl.store(dbias_ptrs, dbias, mask=n_ok)
+
+
+@triton.jit
+def _bwd_dq_kernel(
+    Q_PTR,
+    K_PTR,
+    V_PTR,
+    BIAS_PTR,
+    DO_PTR,
+    LSE_PTR,
+    DELTA_PTR,
+    DQ_PTR,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_bb,
+    stride_bh,
+    stride_bn,
+    stride_dob,
+    stride_doh,
+    stride_dom,
+    stride_dod,
+    H,
+    N_Q,
+    N_K,
+    HEAD_D,
+    sm_scale: tl.float64,
+    qk_scale: tl.float64,
+    HAS_BIAS: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    EVEN_M: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Backward step 3: dQ for one block of queries of one (batch, head).
+
+    Grid: (cdiv(N_Q, BLOCK_M), B * H).
+    Q_PTR, DO_PTR: (B, H, N_Q, HEAD_D); K_PTR, V_PTR: (B, H, N_K, HEAD_D); any strides.
+    BIAS_PTR: (B, H, N_K) with zero strides on broadcast dims (unused unless HAS_BIAS).
+    LSE_PTR, DELTA_PTR: (B, H, N_Q) contiguous, from the forward and step 1.
+    DQ_PTR: (B, H, N_Q, HEAD_D) contiguous output, input dtype.
+    sm_scale: the logit scale; qk_scale: sm_scale * log2(e).
+    """
+    if IS_FP64:
+        acc_ty: tl.constexpr = tl.float64
+    else:
+        acc_ty: tl.constexpr = tl.float32
+    log2e = tl.full((), _LOG2E, acc_ty)
+    sm_scale = tl.full((), sm_scale, acc_ty)
+    qk_scale = tl.full((), qk_scale, acc_ty)
+
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < N_Q
+    d_ok = offs_d < HEAD_D
+
+    q_ptrs = (
+        Q_PTR
+        + off_b * stride_qb
+        + off_h * stride_qh
+        + offs_m[:, None] * stride_qm
+        + offs_d[None, :] * stride_qd
+    )
+    do_ptrs = (
+        DO_PTR
+        + off_b * stride_dob
+        + off_h * stride_doh
+        + offs_m[:, None] * stride_dom
+        + offs_d[None, :] * stride_dod
+    )
+    q = _load_tile(q_ptrs, m_ok, d_ok, EVEN_M, EVEN_D)
+    do = _load_tile(do_ptrs, m_ok, d_ok, EVEN_M, EVEN_D)
+    # A padded query row gets lse = +BIG, so its probabilities are exactly 0.
+    lse = _load_row(LSE_PTR + pid_bh.to(tl.int64) * N_Q + offs_m, m_ok, -NEG_BIG, EVEN_M)
+    delta = _load_row(DELTA_PTR + pid_bh.to(tl.int64) * N_Q + offs_m, m_ok, 0.0, EVEN_M)
+
+    # K and V read transposed, (BLOCK_D, BLOCK_N).
+    kt_ptrs = (
+        K_PTR
+        + off_b * stride_kb
+        + off_h * stride_kh
+        + offs_n[None, :] * stride_kn
+        + offs_d[:, None] * stride_kd
+    )
+    vt_ptrs = (
+        V_PTR
+        + off_b * stride_vb
+        + off_h * stride_vh
+        + offs_n[None, :] * stride_vn
+        + offs_d[:, None] * stride_vd
+    )
+    b_ptrs = BIAS_PTR + off_b * stride_bb + off_h * stride_bh + offs_n * stride_bn
+
+    dq = tl.zeros((BLOCK_M, BLOCK_D), acc_ty)
+    for start_n in range(0, N_K, BLOCK_N):
+        n_ok = start_n + offs_n < N_K
+        kt = _load_tile(kt_ptrs + start_n * stride_kn, d_ok, n_ok, EVEN_D, EVEN_N)
+        vt = _load_tile(vt_ptrs + start_n * stride_vn, d_ok, n_ok, EVEN_D, EVEN_N)
+        s = tl.dot(q, kt, input_precision=DOT_PRECISION, out_dtype=acc_ty) * qk_scale
+        if HAS_BIAS:
+            bias = _load_row(b_ptrs + start_n * stride_bn, n_ok, 0.0, EVEN_N)
+            s += bias.to(acc_ty)[None, :] * log2e
+        if not EVEN_N:
+            s = tl.where(n_ok[None, :], s, NEG_BIG)
+        p = tl.exp2(s - lse[:, None])
+        dp = tl.dot(do, vt, input_precision=DOT_PRECISION, out_dtype=acc_ty)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=DOT_PRECISION, out_dtype=acc_ty)
+
+    dq_ptrs = (
+        DQ_PTR + pid_bh.to(tl.int64) * N_Q * HEAD_D + offs_m[:, None] * HEAD_D + offs_d[None, :]
+    )
+    _store_tile(dq_ptrs, (dq * sm_scale).to(DQ_PTR.dtype.element_ty), m_ok, d_ok, EVEN_M, EVEN_D)
+
+
+# --------------------------------------------------------------------------- launch configs
+
+
+def _block_d(d: int) -> int:
+    # tl.dot needs every dim >= 16.
+    return max(16, triton.next_power_of_2(d))
+
+
+def _cfg(block_m: int, block_n: int, warps: int, stages: int) -> dict[str, int]:
+    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "num_warps": warps, "num_stages": stages}
+
+
+# (fwd, dkdv, dq) launch configs for Hopper by dtype family and head-dim bucket (BLOCK_D 16/32,
+# 64, 128). Chosen by compiling every kernel for sm_90 (ragged sizes, with bias) and taking
+# the widest tiles whose SASS shows no register spills; where none is spill-free (fp32 with
+# 3xTF32 triples the dot operands; fp64 d=128), the least spilling. Not yet timed on a GPU.
+_GPU_CONFIGS = {
+    "half": {
+        32: (_cfg(128, 64, 8, 3), _cfg(32, 128, 8, 3), _cfg(128, 32, 8, 3)),
+        64: (_cfg(128, 64, 8, 3), _cfg(32, 128, 8, 3), _cfg(128, 32, 8, 3)),
+        128: (_cfg(128, 32, 8, 3), _cfg(16, 32, 4, 3), _cfg(64, 32, 8, 3)),
+    },
+    "fp32": {
+        32: (_cfg(64, 32, 4, 2), _cfg(32, 64, 4, 2), _cfg(64, 32, 4, 2)),
+        64: (_cfg(64, 32, 8, 2), _cfg(16, 32, 4, 2), _cfg(32, 16, 4, 2)),
+        128: (_cfg(64, 32, 8, 2), _cfg(16, 32, 4, 2), _cfg(32, 16, 4, 2)),
+    },
+    "fp64": {
+        32: (_cfg(32, 32, 4, 1), _cfg(16, 32, 4, 1), _cfg(32, 32, 4, 1)),
+        64: (_cfg(32, 32, 4, 1), _cfg(16, 32, 4, 1), _cfg(16, 16, 4, 1)),
+        128: (_cfg(32, 16, 4, 1), _cfg(16, 16, 4, 1), _cfg(16, 16, 4, 1)),
+    },
+}
+
+
+def _configs(dtype: torch.dtype, d: int) -> dict[str, dict[str, int]]:
+    """Block sizes and launch options per kernel ("fwd", "pre", "dkdv", "dq").
+
+    The interpreter gets small blocks so that the loops over blocks are exercised and stay fast.
+    """
+    if interpreter_enabled():
+        small = {"BLOCK_M": 16, "BLOCK_N": 16}
+        return {"fwd": small, "pre": {"BLOCK_M": 16}, "dkdv": small, "dq": small}
+    family = {torch.float32: "fp32", torch.float64: "fp64"}.get(dtype, "half")
+    bucket = 32 if d <= 32 else 64 if d <= 64 else 128
+    fwd, dkdv, dq = _GPU_CONFIGS[family][bucket]
+    return {"fwd": fwd, "pre": {"BLOCK_M": 64, "num_warps": 4}, "dkdv": dkdv, "dq": dq}
+
+
+def _dot_precision(dtype: torch.dtype, fp32_precision: str) -> str:
+    # Only fp32 operands have a choice; "ieee" is the one mode every dtype accepts.
+    return fp32_precision if dtype == torch.float32 else "ieee"
+
+
+def _bias_args(key_bias: torch.Tensor | None, q: torch.Tensor) -> tuple:
+    """(pointer, stride_b, stride_h, stride_n): zero strides broadcast a size-1 B or h."""
+    if key_bias is None:
+        return q, 0, 0, 0
+    sb = 0 if key_bias.shape[0] == 1 else key_bias.stride(0)
+    sh = 0 if key_bias.shape[1] == 1 else key_bias.stride(1)
+    return key_bias, sb, sh, key_bias.stride(2)
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# --------------------------------------------------------------------------- torch.library ops
+
+
+def _fwd_outputs(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Empty o (B, h, Nq, d) and lse (B, h, Nq)."""
+    B, H, n_q, d = q.shape
+    o = torch.empty((B, H, n_q, d), dtype=q.dtype, device=q.device)
+    return o, torch.empty((B, H, n_q), dtype=_acc_dtype(q.dtype), device=q.device)
+
+
+def _memory_attention_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_bias: torch.Tensor | None,
+    scale: float,
+    fp32_precision: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns o (B, h, Nq, d) and the base-2 logsumexp (B, h, Nq) saved for the backward."""
+    B, H, n_q, d = q.shape
+    n_k = k.shape[2]
+    o, lse = _fwd_outputs(q)
+    cfg = _configs(q.dtype, d)["fwd"]
+    bias, sbb, sbh, sbn = _bias_args(key_bias, q)
+    block_d = _block_d(d)
+    grid = (triton.cdiv(n_q, cfg["BLOCK_M"]), B * H)
+    wrap_triton(_fwd_kernel)[grid](
+        q,
+        k,
+        v,
+        bias,
+        o,
+        lse,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        sbb,
+        sbh,
+        sbn,
+        *o.stride(),
+        H,
+        n_q,
+        n_k,
+        d,
+        scale * LOG2E,
+        HAS_BIAS=key_bias is not None,
+        IS_FP64=q.dtype == torch.float64,
+        EVEN_M=n_q % cfg["BLOCK_M"] == 0,
+        EVEN_N=n_k % cfg["BLOCK_N"] == 0,
+        EVEN_D=d == block_d,
+        BLOCK_D=block_d,
+        DOT_PRECISION=_dot_precision(q.dtype, fp32_precision),
+        **cfg,
+    )
+    return o, lse
+
+
+def _memory_attention_fwd_fake(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_bias: torch.Tensor | None,
+    scale: float,
+    fp32_precision: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _fwd_outputs(q)
+
+
+def _memory_attention_bwd(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_bias: torch.Tensor | None,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    scale: float,
+    fp32_precision: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns dq, dk, dv and dkey_bias (key_bias's shape; empty when key_bias is None)."""
+    B, H, n_q, d = q.shape
+    n_k = k.shape[2]
+    acc_dtype = _acc_dtype(q.dtype)
+    cfgs = _configs(q.dtype, d)
+    block_d = _block_d(d)
+    flags = dict(
+        IS_FP64=q.dtype == torch.float64,
+        EVEN_D=d == block_d,
+        BLOCK_D=block_d,
+    )
+
+    delta = torch.empty((B, H, n_q), dtype=acc_dtype, device=q.device)
+    cfg = cfgs["pre"]
+    wrap_triton(_bwd_preprocess_kernel)[(triton.cdiv(n_q, cfg["BLOCK_M"]), B * H)](
+        o,
+        do,
+        delta,
+        *o.stride(),
+        *do.stride(),
+        H,
+        n_q,
+        d,
+        EVEN_M=n_q % cfg["BLOCK_M"] == 0,
+        **flags,
+        **cfg,
+    )
+
+    dq = torch.empty((B, H, n_q, d), dtype=q.dtype, device=q.device)
+    dk = torch.empty((B, H, n_k, d), dtype=q.dtype, device=q.device)
+    dv = torch.empty((B, H, n_k, d), dtype=q.dtype, device=q.device)
+    has_bias = key_bias is not None
+    dbias = torch.empty((B, H, n_k) if has_bias else (0,), dtype=acc_dtype, device=q.device)
+    bias, sbb, sbh, sbn = _bias_args(key_bias, q)
+    common = (
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        sbb,
+        sbh,
+        sbn,
+        *do.stride(),
+        H,
+        n_q,
+        n_k,
+        d,
+        scale,
+        scale * LOG2E,
+    )
+    flags.update(HAS_BIAS=has_bias, DOT_PRECISION=_dot_precision(q.dtype, fp32_precision))
+
+    cfg = cfgs["dkdv"]
+    wrap_triton(_bwd_dkdv_kernel)[(triton.cdiv(n_k, cfg["BLOCK_N"]), B * H)](
+        q,
+        k,
+        v,
+        bias,
+        do,
+        lse,
+        delta,
+        dk,
+        dv,
+        dbias,
+        *common,
+        EVEN_M=n_q % cfg["BLOCK_M"] == 0,
+        EVEN_N=n_k % cfg["BLOCK_N"] == 0,
+        **flags,
+        **cfg,
+    )
+    cfg = cfgs["dq"]
+    wrap_triton(_bwd_dq_kernel)[(triton.cdiv(n_q, cfg["BLOCK_M"]), B * H)](
+        q,
+        k,
+        v,
+        bias,
+        do,
+        lse,
+        delta,
+        dq,
+        *common,
+        EVEN_M=n_q % cfg["BLOCK_M"] == 0,
+        EVEN_N=n_k % cfg["BLOCK_N"] == 0,
+        **flags,
+        **cfg,
+    )
+
+    if has_bias:
+        # Sum over the dims key_bias broadcasts along; a deterministic reduction.
+        dims = [i for i in (0, 1) if key_bias.shape[i] == 1 and dbias.shape[i] != 1]
+        if dims:
+            dbias = dbias.sum(dim=dims, keepdim=True)
+        dbias = dbias.to(key_bias.dtype)
+    return dq, dk, dv, dbias
+
+
+def _memory_attention_bwd_fake(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_bias: torch.Tensor | None,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    scale: float,
+    fp32_precision: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dbias = key_bias.new_empty(key_bias.shape) if key_bias is not None else q.new_empty((0,))
+    return q.new_empty(q.shape), k.new_empty(k.shape), k.new_empty(k.shape), dbias
+
+
+def _define_op(name: str, impl, fake):
+    """A triton_op on GPU (torch.compile sees and can fuse the kernels), else a custom_op.
+
+    Under TRITON_INTERPRET=1 a kernel is a Python function that torch cannot trace, so the op
+    is registered opaque with an explicit fake (shape) implementation instead.
+    """
+    if not interpreter_enabled():
+        return triton_op(name, impl, mutates_args=())
+    op = torch.library.custom_op(name, impl, mutates_args=())
+    op.register_fake(fake)
+    return op
+
+
+_fwd_op = _define_op(
+    "hfsti::memory_attention_fwd", _memory_attention_fwd, _memory_attention_fwd_fake
+)
+_define_op("hfsti::memory_attention_bwd", _memory_attention_bwd, _memory_attention_bwd_fake)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, key_bias, scale, fp32_precision = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, key_bias, o, lse)
+    ctx.scale = scale
+    ctx.fp32_precision = fp32_precision
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, do: torch.Tensor, dlse: torch.Tensor | None):
+    q, k, v, key_bias, o, lse = ctx.saved_tensors
+    dq, dk, dv, dbias = torch.ops.hfsti.memory_attention_bwd(
+        do, q, k, v, key_bias, o, lse, ctx.scale, ctx.fp32_precision
+    )
+    return dq, dk, dv, (dbias if key_bias is not None else None), None, None
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def memory_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_bias: torch.Tensor | None = None,
+    scale: float | None = None,
+    *,
+    backend: str | None = None,
+    fp32_precision: str = "tf32x3",
+) -> torch.Tensor:
+    """Multi-head attention with an additive per-key bias (SPEC 1.4), fused in Triton.
+
+    Args:
+        q: (B, h, Nq, d); k, v: (B, h, Nk, d); any strides, fp16/bf16/fp32/fp64.
+        key_bias: None or (B, h, Nk); a size-1 B or h broadcasts (its gradient keeps that shape).
+        scale: logit scale, default ``d ** -0.5``.
+        backend: "auto" (Triton on CUDA tensors, the reference elsewhere), "triton",
+            "reference"; None reads ``HFSTI_BACKEND`` (default "auto").
+        fp32_precision: matrix-product mode for fp32 inputs: "tf32x3" (default, about fp32
+            accuracy on tensor cores), "ieee" (exact fp32 products, slower) or "tf32"
+            (fastest, about 1e-3 relative error: an explicit opt-in).
+    Returns:
+        o: (B, h, Nq, d), dtype of q, ``softmax(scale * q @ k^T + key_bias[..., None, :]) @ v``.
+        Differentiable in q, k, v and key_bias; backward is deterministic.
+    """
+    check_memory_attention_inputs(q, k, v, key_bias, scale)
+    if select_backend(backend, q) == "reference":
+        return reference_memory_attention(q, k, v, key_bias, scale)
+    d = q.shape[-1]
+    if d > MAX_HEAD_DIM:
+        raise ValueError(
+            f"q: head dim d={d} > {MAX_HEAD_DIM} is not supported by the Triton kernels; "
+            "use backend='reference'"
+        )
+    if fp32_precision not in FP32_PRECISIONS:
+        raise ValueError(
+            f"fp32_precision: expected one of {FP32_PRECISIONS}, got {fp32_precision!r}"
+        )
+    scale = float(scale) if scale is not None else d**-0.5
+    o, _ = torch.ops.hfsti.memory_attention_fwd(q, k, v, key_bias, scale, fp32_precision)
+    return o
