@@ -1,12 +1,14 @@
 """Installs ``hfsti`` (the reference system) and ``hfsti_kernels`` (the fused kernels)."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="hfsti-kernels",
     version="0.1.0",
     description="HFSTI-Net video polyp segmentation: PyTorch reference and fused Triton kernels",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["hfsti", "hfsti.*", "hfsti_kernels", "hfsti_kernels.*"]),
     python_requires=">=3.10",
