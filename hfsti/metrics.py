@@ -70,13 +70,14 @@ Choices and intended differences
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from hfsti.data.sunseg import list_images, natural_key
 
 __all__ = [
     "CURVE_KEYS",
@@ -111,7 +112,6 @@ METRIC_KEYS = (
 CURVE_KEYS = ("Em", "Dice", "Sen")
 NUM_THRESHOLDS = 256
 _EPS = float(np.spacing(1))  # MATLAB's eps, as in the original code
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,18 +588,8 @@ def evaluate_cases(
 # --------------------------------------------------------------------------------------------
 # Folders
 # --------------------------------------------------------------------------------------------
-def _natural_key(s: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s))
-
-
 def _images_by_stem(folder: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for f in folder.iterdir():
-        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in _IMAGE_EXTENSIONS:
-            if f.stem in out:
-                raise ValueError(f"two images with stem {f.stem!r}: {out[f.stem]} and {f}")
-            out[f.stem] = f
-    return out
+    return {f.stem: f for f in list_images(folder)}
 
 
 def _case_dirs(root: Path) -> dict[str, Path]:
@@ -644,23 +634,23 @@ def score_folders(
         raise ValueError(f"no GT frames (<case>/<frame>.png) found under {gt_root}")
 
     pairs: dict[str, list[tuple[Path, Path]]] = {}
-    for case in sorted(gt_frames, key=_natural_key):
+    for case in sorted(gt_frames, key=natural_key):
         gts = gt_frames[case]
         preds = _images_by_stem(pred_cases[case]) if case in pred_cases else {}
-        missing = sorted(set(gts) - set(preds), key=_natural_key)
+        missing = sorted(set(gts) - set(preds), key=natural_key)
         if missing:
             raise ValueError(
                 f"no prediction for GT frame {gts[missing[0]]} "
                 f"({len(missing)} GT frame(s) of case {case!r} unmatched in {pred_root})"
             )
-        extra = sorted(set(preds) - set(gts), key=_natural_key)
+        extra = sorted(set(preds) - set(gts), key=natural_key)
         if extra:
             raise ValueError(f"prediction {preds[extra[0]]} has no GT frame in {gt_root}")
-        pairs[case] = [(preds[s], gts[s]) for s in sorted(gts, key=_natural_key)]
-    for case in sorted(set(pred_cases) - set(pairs), key=_natural_key):
+        pairs[case] = [(preds[s], gts[s]) for s in sorted(gts, key=natural_key)]
+    for case in sorted(set(pred_cases) - set(pairs), key=natural_key):
         preds = _images_by_stem(pred_cases[case])
         if preds:
-            first = preds[min(preds, key=_natural_key)]
+            first = preds[min(preds, key=natural_key)]
             raise ValueError(f"prediction {first} has no GT frame in {gt_root}")
 
     def frames(case_pairs: list[tuple[Path, Path]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
