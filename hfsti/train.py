@@ -80,6 +80,7 @@ class AugmentedClips(Dataset):
     def __getitem__(self, index: int) -> dict:
         item = self.clips[index]
         if self.augment is not None:
+            # A tuple of ints hashes the same in every process (only str hashing is salted).
             g = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & (2**63 - 1))
             item["frames"], item["masks"] = self.augment(item["frames"], item["masks"], g)
         return {"frames": item["frames"], "masks": item["masks"]}

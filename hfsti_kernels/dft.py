@@ -21,8 +21,18 @@ With these, as real-linear maps on (real, imag) tile pairs (``fwd``/``inv`` belo
   for even W, column W/2 are dropped because ``sin`` is exactly 0 there (set exactly, not
   rounded), which is the strict convention; its adjoint is ``fwd(.; cGr, cGi)``.
 
-Limits: a whole (H, W) plane is one tile, so H, W <= 128 keeps a program's tiles in registers on
-an H100 (88x88 pads to 128x128, 8 warps); larger planes still compute correctly but spill.
+Limits and the staged path: the fast path keeps a whole (H, W) plane as one tile. Compiled for
+sm_90, those plane kernels need 64-80 KB of shared memory at 64x64 tiles (H, W <= 64: the
+model's 11, 22, 44) but 256-320 KB at 128x128 tiles (e.g. 88), over the H100's 227 KB per
+block. Planes with a tile side >= ``STAGED_MIN_TILE`` (128) take the staged path instead
+(:func:`is_staged`, the kernels' ``IS_STAGED`` constexpr): still one program per plane, but
+every transform is split into two passes over (BLOCK x BLOCK) output blocks whose products are
+tiled over the contraction in ``STAGED_BK``-wide steps with operands loaded from global memory
+(:func:`blk_cmm`), and the intermediates (``x @ G`` along W, then ``F_H @ .`` along H, each a
+complex (H_P, WH_P) plane) go through a per-program global scratch buffer ("slots", see
+:func:`scratch`) with ``tl.debug_barrier()`` between the passes. The inverse is computed H-first,
+``Re(conj(F_H) Y) A``, so every pass works on independent blocks. Any plane size works there
+(only the scratch grows); the maths is the same, only the association of the sums differs.
 
 Caching: the matrices are built once per key and passed into the ops as tensor arguments, so the
 ops stay pure functions of their inputs. While torch.compile traces, or a CUDA graph captures
@@ -55,6 +65,16 @@ __all__ = [
     "fwd",
     "inv",
     "cmul",
+    "STAGED_MIN_TILE",
+    "STAGED_BLOCK",
+    "STAGED_BK",
+    "is_staged",
+    "staged_blocks",
+    "scratch",
+    "slot",
+    "ld_blk",
+    "st_blk",
+    "blk_cmm",
 ]
 
 _CACHE: dict[tuple[int, int, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -69,8 +89,49 @@ def tile_sizes(H: int, W: int) -> tuple[int, int, int]:
     )
 
 
+# Planes whose padded tile has a side >= STAGED_MIN_TILE take the staged path (module docstring).
+# Tests lower it to run the staged path on small planes under the interpreter.
+STAGED_MIN_TILE = 128
+# Staged path: output block side (rows and columns of every pass) and contraction step.
+STAGED_BLOCK = 32
+STAGED_BK = 16
+
+
+def is_staged(H: int, W: int) -> bool:
+    """Whether an (H, W) plane takes the staged path (tile side >= STAGED_MIN_TILE)."""
+    H_P, W_P, _ = tile_sizes(H, W)
+    return max(H_P, W_P) >= STAGED_MIN_TILE
+
+
+def staged_blocks(H: int, W: int) -> dict:
+    """Constexpr block sizes of the staged path for an (H, W) plane (all powers of two >= 16).
+
+    BM: rows; BN: half-spectrum columns; BNW: spatial columns; BK: contraction step.
+    """
+    H_P, W_P, WH_P = tile_sizes(H, W)
+    bk = min(STAGED_BK, H_P, WH_P)
+    return dict(
+        BM=min(STAGED_BLOCK, H_P), BN=min(STAGED_BLOCK, WH_P), BNW=min(STAGED_BLOCK, W_P), BK=bk
+    )
+
+
+def scratch(n_programs: int, n_slots: int, H: int, W: int, dtype, device, staged: bool):
+    """Per-program scratch of the staged path: (n_programs, n_slots, H_P, WH_P); (0,) if unused.
+
+    A slot holds one (H_P, WH_P) real plane (row stride WH_P); two consecutive slots hold one
+    (H_P, W_P) spatial plane (row stride W_P <= 2 WH_P).
+    """
+    if not staged:
+        return torch.empty(0, dtype=dtype, device=device)
+    H_P, _, WH_P = tile_sizes(H, W)
+    return torch.empty(n_programs, n_slots, H_P, WH_P, dtype=dtype, device=device)
+
+
 def plane_num_warps(H: int, W: int) -> int:
-    """Warps for a one-plane-per-program kernel: 8 past 64x64 tiles, to spread the registers."""
+    """Warps for a one-plane-per-program kernel: 8 past 64x64 tiles, to spread the registers;
+    4 on the staged path (its live tiles are (STAGED_BLOCK x STAGED_BLOCK) blocks)."""
+    if is_staged(H, W):
+        return 4
     H_P, W_P, _ = tile_sizes(H, W)
     return 4 if H_P * W_P <= 64 * 64 else 8
 
@@ -260,3 +321,193 @@ def cmul(ar, ai, br, bi, CONJ_B: tl.constexpr):
     if CONJ_B:
         return ar * br + ai * bi, ai * br - ar * bi
     return ar * br - ai * bi, ar * bi + ai * br
+
+
+# --------------------------------------------------------------------------- staged-path helpers
+
+
+@triton.jit
+def slot(SCR_PTR, pid, s, NSLOT: tl.constexpr, H_P: tl.constexpr, WH_P: tl.constexpr):
+    """Pointer to slot s of program pid's scratch (NSLOT slots of (H_P, WH_P) each)."""
+    return SCR_PTR + (pid * NSLOT + s) * (H_P * WH_P)
+
+
+@triton.jit
+def ld_blk(PTR, rs, cs, r0, c0, nr, nc, BR: tl.constexpr, BC: tl.constexpr, DTYPE: tl.constexpr):
+    """(BR, BC) block at (r0, c0) of a matrix with strides (rs, cs) and nr x nc valid entries
+    (zero outside), as DTYPE."""
+    r = r0 + tl.arange(0, BR)[:, None]
+    c = c0 + tl.arange(0, BC)[None, :]
+    return tl.load(PTR + r * rs + c * cs, mask=(r < nr) & (c < nc), other=0.0).to(DTYPE)
+
+
+@triton.jit
+def st_blk(PTR, val, rs, r0, c0, nr, nc, BR: tl.constexpr, BC: tl.constexpr):
+    """Store the valid part (rows < nr, cols < nc) of an (BR, BC) block at (r0, c0)."""
+    r = r0 + tl.arange(0, BR)[:, None]
+    c = c0 + tl.arange(0, BC)[None, :]
+    tl.store(PTR + r * rs + c, val.to(PTR.dtype.element_ty), mask=(r < nr) & (c < nc))
+
+
+@triton.jit
+def blk_cmm(
+    AR,
+    AI,
+    a_rs,
+    a_cs,
+    a_nr,
+    a_nk,
+    BR_,
+    BI_,
+    b_rs,
+    b_cs,
+    b_nk,
+    b_nc,
+    r0,
+    c0,
+    KP: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    A_CPLX: tl.constexpr,
+    B_CPLX: tl.constexpr,
+    DTYPE: tl.constexpr,
+    DIAG: tl.constexpr = False,
+):
+    """The (BM, BN) block at (r0, c0) of the four real products of (AR + i AI) @ (BR + i BI).
+
+    A: (a_nr x a_nk valid) with strides (a_rs, a_cs); B: (b_nk x b_nc valid), strides (b_rs,
+    b_cs); the contraction runs over [0, KP) in BK steps, operands loaded from global memory
+    (masked: zero outside the valid part). Returns (AR BR, AR BI, AI BR, AI BI); the terms of an
+    operand that is not complex (A_CPLX / B_CPLX False), and the cross terms if DIAG, are zero.
+    """
+    rr = tl.zeros((BM, BN), dtype=DTYPE)
+    ri = tl.zeros((BM, BN), dtype=DTYPE)
+    ir = tl.zeros((BM, BN), dtype=DTYPE)
+    ii = tl.zeros((BM, BN), dtype=DTYPE)
+    for k0 in range(0, KP, BK):
+        ar = ld_blk(AR, a_rs, a_cs, r0, k0, a_nr, a_nk, BM, BK, DTYPE)
+        br = ld_blk(BR_, b_rs, b_cs, k0, c0, b_nk, b_nc, BK, BN, DTYPE)
+        rr = tl.dot(ar, br, rr, input_precision="ieee")
+        if B_CPLX:
+            bi = ld_blk(BI_, b_rs, b_cs, k0, c0, b_nk, b_nc, BK, BN, DTYPE)
+            if not DIAG:
+                ri = tl.dot(ar, bi, ri, input_precision="ieee")
+        if A_CPLX:
+            ai = ld_blk(AI, a_rs, a_cs, r0, k0, a_nr, a_nk, BM, BK, DTYPE)
+            if not DIAG:
+                ir = tl.dot(ai, br, ir, input_precision="ieee")
+            if B_CPLX:
+                ii = tl.dot(ai, bi, ii, input_precision="ieee")
+    return rr, ri, ir, ii
+
+
+@triton.jit
+def staged_row_pass(
+    X_PTR,
+    H,
+    W,
+    FW_PTR,
+    IDX: tl.constexpr,
+    OUT_R,
+    OUT_I,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
+    """``P = x @ (B_IDX + i B_IDX+1)`` along W for a real (H, W) plane at X_PTR (row stride W)
+    into two (H_P, WH_P) slots OUT_R, OUT_I (padded rows/columns exactly zero)."""
+    GB = FW_PTR + IDX * W_P * WH_P
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, WH_P, BN):
+            pr, pi, _, _ = blk_cmm(
+                X_PTR, X_PTR, W, 1, H, W,
+                GB, GB + W_P * WH_P, WH_P, 1, W_P, WH_P,
+                r0, c0, W_P, BM, BN, BK, False, True, DTYPE,
+            )  # fmt: skip
+            st_blk(OUT_R, pr, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_blk(OUT_I, pi, WH_P, r0, c0, H_P, WH_P, BM, BN)
+
+
+@triton.jit
+def staged_col_blk(
+    FH_PTR,
+    YR,
+    YI,
+    y_rs,
+    y_nr,
+    y_nc,
+    r0,
+    c0,
+    H_P: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
+    """Block (r0, c0) of the four products (Fr Yr, Fr Yi, Fi Yr, Fi Yi) along H (F_H is
+    (H_P, H_P); Y has row stride y_rs and y_nr x y_nc valid entries)."""
+    return blk_cmm(
+        FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
+        YR, YI, y_rs, 1, y_nr, y_nc,
+        r0, c0, H_P, BM, BN, BK, True, True, DTYPE,
+    )  # fmt: skip
+
+
+@triton.jit
+def staged_inv_h(
+    FH_PTR,
+    YR,
+    YI,
+    y_rs,
+    y_nr,
+    y_nc,
+    OUT_R,
+    OUT_I,
+    H_P: tl.constexpr,
+    WH_P: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
+    """First pass of an inverse, ``T = conj(F_H) Y``: ``Tr = Fr Yr + Fi Yi``,
+    ``Ti = Fr Yi - Fi Yr``, into two (H_P, WH_P) slots."""
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, WH_P, BN):
+            rr, ri, ir, ii = staged_col_blk(
+                FH_PTR, YR, YI, y_rs, y_nr, y_nc, r0, c0, H_P, BM, BN, BK, DTYPE
+            )
+            st_blk(OUT_R, rr + ii, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_blk(OUT_I, ri - ir, WH_P, r0, c0, H_P, WH_P, BM, BN)
+
+
+@triton.jit
+def staged_inv_w_blk(
+    TR,
+    TI,
+    FW_PTR,
+    IDX: tl.constexpr,
+    r0,
+    c0,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+    BM: tl.constexpr,
+    BNW: tl.constexpr,
+    BK: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
+    """Block (r0, c0) of the second pass of an inverse, ``Tr A_IDX^T + Ti A_IDX+1^T`` along W
+    (T in two (H_P, WH_P) slots), a real (BM, BNW) spatial block."""
+    A = FW_PTR + IDX * W_P * WH_P
+    rr, _, _, ii = blk_cmm(
+        TR, TI, WH_P, 1, H_P, WH_P,
+        A, A + W_P * WH_P, 1, WH_P, WH_P, W_P,
+        r0, c0, WH_P, BM, BNW, BK, True, True, DTYPE, True,
+    )  # fmt: skip
+    return rr + ii

@@ -11,7 +11,10 @@ transform, see dft.py) and ``Q, K, V`` the spectra recomputed from q, k, v (chea
 complex spectra), ``dq = rfft2^T(gS * conj(K V))`` and likewise for k and v: the exact adjoint of
 the forward, i.e. circular cross-correlation. dy, q, k, v are read once; dq, dk, dv written once.
 
-Limits: one plane is one register tile (fine up to 128x128 on an H100; larger planes spill).
+Large planes (a tile side >= dft.STAGED_MIN_TILE, e.g. 88x88) take the staged kernels
+(``_fca_*_staged_kernel``, see dft.py): the same maths, one program per plane, with each transform
+split into a W pass and an H pass over small blocks and the intermediates in a per-program
+global scratch (forward 8 slots, backward 14 slots of (H_P, WH_P)).
 Computation is in float32 for fp16/bf16/fp32 inputs and in float64 for float64 inputs.
 """
 
@@ -26,7 +29,21 @@ from hfsti.ops import check_fft_channel_attention_inputs
 from hfsti.ops import fft_channel_attention as _reference
 from hfsti_kernels import dft
 from hfsti_kernels._backend import select_backend
-from hfsti_kernels.dft import cmul, fwd, inv, load_fh, load_fw, load_plane, store_plane
+from hfsti_kernels.dft import (
+    cmul,
+    fwd,
+    inv,
+    load_fh,
+    load_fw,
+    load_plane,
+    slot,
+    st_blk,
+    staged_col_blk,
+    staged_inv_h,
+    staged_inv_w_blk,
+    staged_row_pass,
+    store_plane,
+)
 
 __all__ = ["fft_channel_attention"]
 
@@ -113,6 +130,170 @@ def _fca_bwd_kernel(
     store_plane(DV_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi), H, W, H_P, W_P)
 
 
+@triton.jit
+def _fca_fwd_staged_kernel(
+    Q_PTR,
+    K_PTR,
+    V_PTR,
+    Y_PTR,
+    FH_PTR,
+    FW_PTR,
+    SCR_PTR,
+    H,
+    W,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+    NSLOT: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BNW: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """Staged forward, one program per (b, c) plane (arguments as in _fca_fwd_kernel).
+
+    SCR_PTR: (B*C, NSLOT=8, H_P, WH_P) scratch. Slots 0-5: ``t @ G`` for t = q, k, v; 6-7: the
+    product spectrum S; then 0-1: ``conj(F_H) S``.
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    plane = pid * H * W
+    dt = FH_PTR.dtype.element_ty
+    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
+    s2 = slot(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
+    s3 = slot(SCR_PTR, pid, 3, NSLOT, H_P, WH_P)
+    s4 = slot(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
+    s5 = slot(SCR_PTR, pid, 5, NSLOT, H_P, WH_P)
+    s6 = slot(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
+    s7 = slot(SCR_PTR, pid, 7, NSLOT, H_P, WH_P)
+    staged_row_pass(Q_PTR + plane, H, W, FW_PTR, 0, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(K_PTR + plane, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(V_PTR + plane, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt)
+    tl.debug_barrier()
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, WH_P, BN):
+            rr, ri, ir, ii = staged_col_blk(
+                FH_PTR, s0, s1, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
+            )
+            qr, qi = rr - ii, ri + ir
+            rr, ri, ir, ii = staged_col_blk(
+                FH_PTR, s2, s3, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
+            )
+            kr, ki = rr - ii, ri + ir
+            rr, ri, ir, ii = staged_col_blk(
+                FH_PTR, s4, s5, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
+            )
+            vr, vi = rr - ii, ri + ir
+            mr, mi = cmul(kr, ki, vr, vi, False)
+            sr, si = cmul(qr, qi, mr, mi, False)
+            st_blk(s6, sr, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_blk(s7, si, WH_P, r0, c0, H_P, WH_P, BM, BN)
+    tl.debug_barrier()
+    staged_inv_h(FH_PTR, s6, s7, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt)
+    tl.debug_barrier()
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, W_P, BNW):
+            y = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            st_blk(Y_PTR + plane, y, W, r0, c0, H, W, BM, BNW)
+
+
+@triton.jit
+def _fca_bwd_staged_kernel(
+    DY_PTR,
+    Q_PTR,
+    K_PTR,
+    V_PTR,
+    DQ_PTR,
+    DK_PTR,
+    DV_PTR,
+    FH_PTR,
+    FW_PTR,
+    SCR_PTR,
+    H,
+    W,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+    NSLOT: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BNW: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """Staged backward, one program per (b, c) plane (arguments as in _fca_bwd_kernel).
+
+    SCR_PTR: (B*C, NSLOT=14, H_P, WH_P) scratch. Slots 0-7: the W passes of dy (weighted) and
+    q, k, v; 8-13: the spectral gradients of q, k, v; then 0-5: their ``conj(F_H) .``.
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    plane = pid * H * W
+    dt = FH_PTR.dtype.element_ty
+    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
+    s2 = slot(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
+    s3 = slot(SCR_PTR, pid, 3, NSLOT, H_P, WH_P)
+    s4 = slot(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
+    s5 = slot(SCR_PTR, pid, 5, NSLOT, H_P, WH_P)
+    s6 = slot(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
+    s7 = slot(SCR_PTR, pid, 7, NSLOT, H_P, WH_P)
+    s8 = slot(SCR_PTR, pid, 8, NSLOT, H_P, WH_P)
+    s9 = slot(SCR_PTR, pid, 9, NSLOT, H_P, WH_P)
+    s10 = slot(SCR_PTR, pid, 10, NSLOT, H_P, WH_P)
+    s11 = slot(SCR_PTR, pid, 11, NSLOT, H_P, WH_P)
+    s12 = slot(SCR_PTR, pid, 12, NSLOT, H_P, WH_P)
+    s13 = slot(SCR_PTR, pid, 13, NSLOT, H_P, WH_P)
+    # gS: adjoint of irfft2_strict applied to dy = forward transform with Hermitian weights.
+    staged_row_pass(DY_PTR + plane, H, W, FW_PTR, 2, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(Q_PTR + plane, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(K_PTR + plane, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(V_PTR + plane, H, W, FW_PTR, 0, s6, s7, H_P, W_P, WH_P, BM, BN, BK, dt)
+    tl.debug_barrier()
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, WH_P, BN):
+            rr, ri, ir, ii = staged_col_blk(
+                FH_PTR, s0, s1, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
+            )
+            gr, gi = rr - ii, ri + ir
+            rr, ri, ir, ii = staged_col_blk(
+                FH_PTR, s2, s3, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
+            )
+            qr, qi = rr - ii, ri + ir
+            rr, ri, ir, ii = staged_col_blk(
+                FH_PTR, s4, s5, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
+            )
+            kr, ki = rr - ii, ri + ir
+            rr, ri, ir, ii = staged_col_blk(
+                FH_PTR, s6, s7, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
+            )
+            vr, vi = rr - ii, ri + ir
+            mr, mi = cmul(kr, ki, vr, vi, False)
+            ar, ai = cmul(gr, gi, mr, mi, True)
+            st_blk(s8, ar, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_blk(s9, ai, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            mr, mi = cmul(qr, qi, vr, vi, False)
+            ar, ai = cmul(gr, gi, mr, mi, True)
+            st_blk(s10, ar, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_blk(s11, ai, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            mr, mi = cmul(qr, qi, kr, ki, False)
+            ar, ai = cmul(gr, gi, mr, mi, True)
+            st_blk(s12, ar, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_blk(s13, ai, WH_P, r0, c0, H_P, WH_P, BM, BN)
+    tl.debug_barrier()
+    staged_inv_h(FH_PTR, s8, s9, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt)
+    staged_inv_h(FH_PTR, s10, s11, WH_P, H_P, WH_P, s2, s3, H_P, WH_P, BM, BN, BK, dt)
+    staged_inv_h(FH_PTR, s12, s13, WH_P, H_P, WH_P, s4, s5, H_P, WH_P, BM, BN, BK, dt)
+    tl.debug_barrier()
+    # The adjoint of rfft2 is an inverse with the unweighted, transposed G.
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, W_P, BNW):
+            d = staged_inv_w_blk(s0, s1, FW_PTR, 0, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            st_blk(DQ_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
+            d = staged_inv_w_blk(s2, s3, FW_PTR, 0, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            st_blk(DK_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
+            d = staged_inv_w_blk(s4, s5, FW_PTR, 0, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            st_blk(DV_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
+
+
 @dft.register_triton_op("hfsti::fft_channel_attention")
 def _fca_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor
@@ -121,6 +302,28 @@ def _fca_op(
     H_P, W_P, WH_P = dft.check_mats(H, W, fh, fw)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     y = torch.empty_like(q)
+    if dft.is_staged(H, W):
+        scr = dft.scratch(B * C, 8, H, W, fh.dtype, q.device, True)
+        dft.launch(
+            _fca_fwd_staged_kernel,
+            (B * C,),
+            q,
+            k,
+            v,
+            y,
+            fh,
+            fw,
+            scr,
+            H,
+            W,
+            H_P=H_P,
+            W_P=W_P,
+            WH_P=WH_P,
+            NSLOT=8,
+            **dft.staged_blocks(H, W),
+            num_warps=dft.plane_num_warps(H, W),
+        )
+        return y
     dft.launch(
         _fca_fwd_kernel,
         (B * C,),
@@ -153,6 +356,31 @@ def _fca_bwd_op(
     H_P, W_P, WH_P = dft.check_mats(H, W, fh, fw)
     dy, q, k, v = dy.contiguous(), q.contiguous(), k.contiguous(), v.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(q), torch.empty_like(q)
+    if dft.is_staged(H, W):
+        scr = dft.scratch(B * C, 14, H, W, fh.dtype, q.device, True)
+        dft.launch(
+            _fca_bwd_staged_kernel,
+            (B * C,),
+            dy,
+            q,
+            k,
+            v,
+            dq,
+            dk,
+            dv,
+            fh,
+            fw,
+            scr,
+            H,
+            W,
+            H_P=H_P,
+            W_P=W_P,
+            WH_P=WH_P,
+            NSLOT=14,
+            **dft.staged_blocks(H, W),
+            num_warps=dft.plane_num_warps(H, W),
+        )
+        return dq, dk, dv
     dft.launch(
         _fca_bwd_kernel,
         (B * C,),

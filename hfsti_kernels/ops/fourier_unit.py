@@ -25,8 +25,8 @@ Not fused: the GEMM and the spectral kernel stay separate because each output pl
 input channel (the mixing) while each transform needs a whole plane; fusing would recompute the
 transforms per output channel. u, v and gu, gv (fp32) travel through memory between the two.
 
-Limits: one (H, W) plane is one register tile (up to 128x128 on an H100). fp16/bf16/fp32 are
-computed in fp32 (``input_precision="ieee"``), float64 in float64.
+Limits: one (H, W) plane is one tile; planes over 64x64 exceed the H100's shared memory
+(dft.py). fp16/bf16/fp32 are computed in fp32 (``input_precision="ieee"``), float64 in float64.
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ Backward, with g_c and g_fs the incoming gradients of x_c and x_fs:
 Not fused: the channel mixing needs every channel of x_c while the transforms need whole planes,
 so mixing and spectral work are separate passes (see fourier_unit.py).
 
-Limits: one (H, W) plane is one register tile (up to 128x128 on an H100). fp16/bf16/fp32 are
-computed in fp32 (``input_precision="ieee"``), float64 in float64; x_c is returned in the input
-dtype from an fp32 sum (one rounding instead of the reference's two for half inputs).
+Limits: one (H, W) plane is one tile; planes over 64x64 exceed the H100's shared memory
+(dft.py). fp16/bf16/fp32 are computed in fp32 (``input_precision="ieee"``), float64 in float64;
+x_c is returned in the input dtype from an fp32 sum (one rounding, not the reference's two).
 """
 
 from __future__ import annotations
