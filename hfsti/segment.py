@@ -24,6 +24,7 @@ class SegmentSummary:
     seconds: float  # wall time of the whole job, reading and writing included
     model_seconds: float  # time spent in the model (synchronised on GPU)
     device: str
+    precision: str  # "fp32 reference", or e.g. "fp16 fused + CUDA graphs"
 
     @property
     def fps(self) -> float:
@@ -37,7 +38,7 @@ class SegmentSummary:
         w, h = self.resolution
         return (
             f"frames: {self.frames}  resolution: {w}x{h} (model at {self.model_size}x"
-            f"{self.model_size})  device: {self.device}\n"
+            f"{self.model_size})  device: {self.device}  precision: {self.precision}\n"
             f"speed: {self.fps:.1f} frames/s end to end, {self.model_fps:.1f} frames/s in the model"
         )
 
@@ -55,12 +56,16 @@ def segment(
     overlays: bool = True,
     threshold: float = 0.5,
     progress: bool = True,
+    accelerate_dtype: torch.dtype | None = None,
+    cuda_graphs: bool = True,
 ) -> SegmentSummary:
     """Segment every frame of ``source`` in order, with memory carried from frame to frame.
 
     Writes ``out_dir/masks/<name>.png`` (8-bit probability at the frame's resolution) and, with
     ``overlays``, ``out_dir/overlays/<name>.jpg`` (the mask above ``threshold`` drawn on the
-    frame).
+    frame). With ``accelerate_dtype`` on a CUDA model, frames run through
+    ``hfsti_kernels.accelerate`` (fused ops in that dtype, CUDA graphs); otherwise through the
+    model as it is.
     """
     out_dir = Path(out_dir)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
@@ -68,7 +73,15 @@ def segment(
         (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
     device = model.mean.device
     size = model.config.input_size
-    segmenter = VideoSegmenter(model.eval())
+    if accelerate_dtype is not None and device.type == "cuda":
+        from hfsti_kernels import accelerate  # hfsti_kernels imports hfsti: import late
+
+        segmenter = accelerate(model, dtype=accelerate_dtype, cuda_graphs=cuda_graphs, size=size)
+        precision = f"{str(accelerate_dtype).removeprefix('torch.')} fused"
+        precision += " + CUDA graphs" if segmenter.graphed else ""
+    else:
+        segmenter = VideoSegmenter(model.eval())
+        precision = f"{str(model.mean.dtype).removeprefix('torch.')} {model.config.backend}"
     count, resolution, model_seconds = 0, (0, 0), 0.0
     start = time.perf_counter()
     total = len(source) if source.kind != "video" or source.fps else None
@@ -90,4 +103,5 @@ def segment(
         seconds=time.perf_counter() - start,
         model_seconds=model_seconds,
         device=str(device),
+        precision=precision,
     )

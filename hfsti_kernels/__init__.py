@@ -7,6 +7,7 @@ one switched.
 """
 
 from hfsti.ops import register_backend
+from hfsti_kernels.accelerate import AcceleratedSegmenter, accelerate
 from hfsti_kernels.ops.fft_channel_attention import fft_channel_attention
 from hfsti_kernels.ops.fourier_unit import fourier_unit
 from hfsti_kernels.ops.gated_fusion import gated_fusion
@@ -19,6 +20,8 @@ for _name in ("auto", "triton", "cuda"):
     register_backend(_name, lambda name=_name: opset(name))
 
 __all__ = [
+    "AcceleratedSegmenter",
+    "accelerate",
     "fft_channel_attention",
     "fourier_unit",
     "gated_fusion",

@@ -95,6 +95,8 @@ STAGED_MIN_TILE = 128
 # Staged path: output block side (rows and columns of every pass) and contraction step.
 STAGED_BLOCK = 32
 STAGED_BK = 16
+# 8 warps: the backward kernels keep up to 8 live (32 x 32) blocks; 4 would need 255 registers.
+STAGED_NUM_WARPS = 8
 
 
 def is_staged(H: int, W: int) -> bool:
@@ -129,9 +131,9 @@ def scratch(n_programs: int, n_slots: int, H: int, W: int, dtype, device, staged
 
 def plane_num_warps(H: int, W: int) -> int:
     """Warps for a one-plane-per-program kernel: 8 past 64x64 tiles, to spread the registers;
-    4 on the staged path (its live tiles are (STAGED_BLOCK x STAGED_BLOCK) blocks)."""
+    STAGED_NUM_WARPS on the staged path."""
     if is_staged(H, W):
-        return 4
+        return STAGED_NUM_WARPS
     H_P, W_P, _ = tile_sizes(H, W)
     return 4 if H_P * W_P <= 64 * 64 else 8
 
@@ -405,6 +407,7 @@ def blk_cmm(
 @triton.jit
 def staged_row_pass(
     X_PTR,
+    x_rs,
     H,
     W,
     FW_PTR,
@@ -419,13 +422,13 @@ def staged_row_pass(
     BK: tl.constexpr,
     DTYPE: tl.constexpr,
 ):
-    """``P = x @ (B_IDX + i B_IDX+1)`` along W for a real (H, W) plane at X_PTR (row stride W)
+    """``P = x @ (B_IDX + i B_IDX+1)`` along W for a real (H, W) plane at X_PTR (row stride x_rs)
     into two (H_P, WH_P) slots OUT_R, OUT_I (padded rows/columns exactly zero)."""
     GB = FW_PTR + IDX * W_P * WH_P
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
             pr, pi, _, _ = blk_cmm(
-                X_PTR, X_PTR, W, 1, H, W,
+                X_PTR, X_PTR, x_rs, 1, H, W,
                 GB, GB + W_P * WH_P, WH_P, 1, W_P, WH_P,
                 r0, c0, W_P, BM, BN, BK, False, True, DTYPE,
             )  # fmt: skip

@@ -2,7 +2,8 @@
 
 Runs on CPU through the Triton interpreter (conftest sets TRITON_INTERPRET=1 without a GPU):
 forward and every gradient vs ``hfsti.ops`` evaluated in float64, gradcheck through the Triton
-path, non-contiguous inputs, input validation, backend routing, torch.library.opcheck of every
+path (the single-tile kernels and, forced by a lowered threshold, the staged large-plane ones),
+non-contiguous inputs, input validation, backend routing, torch.library.opcheck of every
 forward and backward op, torch.compile(backend="aot_eager", fullgraph=True), the DFT cache.
 Shapes are tiny because the interpreter is slow; tests/test_gpu_fft_ops.py covers the model's.
 """
@@ -353,6 +354,65 @@ def test_compile_aot_eager_fullgraph(op):
     check_against_reference(
         op, make_inputs(op, 1, 2, 5, 6, torch.float32, seed=10), 1e-5, fn=compiled
     )
+
+
+# --------------------------------------------------------------------------- staged path
+# Planes with a tile side >= dft.STAGED_MIN_TILE (the model's 88x88) take the staged kernels.
+# Lowering the threshold runs them on small planes here; 16-wide blocks make every block loop
+# (rows, spectral and spatial columns, contraction) run more than once at 20x36.
+
+STAGED_SHAPES = [(1, 1, 11, 13), (1, 1, 20, 36)]
+
+
+@pytest.fixture
+def force_staged(monkeypatch):
+    """Force the staged path; yields the list of launched kernel names."""
+    monkeypatch.setattr(dft, "STAGED_MIN_TILE", 16)
+    launched = []
+    real_launch = dft.launch
+
+    def spy(kernel, *args, **kwargs):
+        launched.append(getattr(kernel, "__name__", None) or kernel.fn.__name__)
+        return real_launch(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(dft, "launch", spy)
+    return launched
+
+
+def test_staged_threshold_at_model_sizes():
+    assert dft.is_staged(88, 88) and dft.is_staged(65, 20) and dft.is_staged(11, 100)
+    assert not dft.is_staged(44, 44) and not dft.is_staged(64, 64) and not dft.is_staged(11, 11)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", STAGED_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("op", OPS)
+def test_staged_matches_reference(op, shape, dtype, force_staged, monkeypatch):
+    # float64 at 20x36 with 16-wide blocks (multi-block loops everywhere), else the default 32.
+    if dtype == torch.float64 and shape[-1] > 16:
+        monkeypatch.setattr(dft, "STAGED_BLOCK", 16)
+    check_against_reference(op, make_inputs(op, *shape, dtype), TOLERANCE[dtype])
+    staged = [n for n in force_staged if "staged" in n]
+    assert len(staged) == 2, f"expected a staged forward and backward, got {force_staged}"
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_staged_gradcheck_float64(op, force_staged):
+    # fast_mode (random projections): the full Jacobian takes minutes in the interpreter, and
+    # test_staged_matches_reference already checks every gradient against the reference.
+    inputs = make_inputs(op, 1, 1, 2, 3, torch.float64, seed=3, c_out=1)
+    inputs = [t.requires_grad_() for t in inputs]
+    assert torch.autograd.gradcheck(
+        lambda *a: KERNEL[op](*a, backend="triton"), inputs, eps=1e-6, atol=1e-7, fast_mode=True
+    )
+    assert any("staged" in n for n in force_staged)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_staged_opcheck(op, force_staged):
+    test_opcheck_forward_ops(op)
+    test_opcheck_backward_ops(op)
+    assert any("staged" in n for n in force_staged)
 
 
 # --------------------------------------------------------------------------- DFT matrices

@@ -166,9 +166,9 @@ def _fca_fwd_staged_kernel(
     s5 = slot(SCR_PTR, pid, 5, NSLOT, H_P, WH_P)
     s6 = slot(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
     s7 = slot(SCR_PTR, pid, 7, NSLOT, H_P, WH_P)
-    staged_row_pass(Q_PTR + plane, H, W, FW_PTR, 0, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
-    staged_row_pass(K_PTR + plane, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt)
-    staged_row_pass(V_PTR + plane, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(Q_PTR + plane, W, H, W, FW_PTR, 0, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(K_PTR + plane, W, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(V_PTR + plane, W, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt)
     tl.debug_barrier()
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
@@ -243,10 +243,10 @@ def _fca_bwd_staged_kernel(
     s12 = slot(SCR_PTR, pid, 12, NSLOT, H_P, WH_P)
     s13 = slot(SCR_PTR, pid, 13, NSLOT, H_P, WH_P)
     # gS: adjoint of irfft2_strict applied to dy = forward transform with Hermitian weights.
-    staged_row_pass(DY_PTR + plane, H, W, FW_PTR, 2, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
-    staged_row_pass(Q_PTR + plane, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt)
-    staged_row_pass(K_PTR + plane, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt)
-    staged_row_pass(V_PTR + plane, H, W, FW_PTR, 0, s6, s7, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(DY_PTR + plane, W, H, W, FW_PTR, 2, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(Q_PTR + plane, W, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(K_PTR + plane, W, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(V_PTR + plane, W, H, W, FW_PTR, 0, s6, s7, H_P, W_P, WH_P, BM, BN, BK, dt)
     tl.debug_barrier()
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):

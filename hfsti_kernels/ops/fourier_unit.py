@@ -25,8 +25,11 @@ Not fused: the GEMM and the spectral kernel stay separate because each output pl
 input channel (the mixing) while each transform needs a whole plane; fusing would recompute the
 transforms per output channel. u, v and gu, gv (fp32) travel through memory between the two.
 
-Limits: one (H, W) plane is one tile; planes over 64x64 exceed the H100's shared memory
-(dft.py). fp16/bf16/fp32 are computed in fp32 (``input_precision="ieee"``), float64 in float64.
+Large planes (a tile side >= dft.STAGED_MIN_TILE, e.g. 88x88) take the staged spectral kernels
+(``_fu_*_staged_kernel``, see dft.py): the same maths, one program per (b, o) plane, each
+transform split into a W pass and an H pass over small blocks, intermediates in a per-program
+global scratch of ``FWD_SLOTS`` / ``BWD_SLOTS`` (H_P, WH_P) slots.
+fp16/bf16/fp32 are computed in fp32 (``input_precision="ieee"``), float64 in float64.
 """
 
 from __future__ import annotations
@@ -40,9 +43,28 @@ from hfsti.ops import check_fourier_unit_inputs
 from hfsti.ops import fourier_unit as _reference
 from hfsti_kernels import dft
 from hfsti_kernels._backend import select_backend
-from hfsti_kernels.dft import fwd, inv, load_fh, load_fw, load_plane, store_plane
+from hfsti_kernels.dft import (
+    blk_cmm,
+    fwd,
+    inv,
+    ld_blk,
+    load_fh,
+    load_fw,
+    load_plane,
+    slot,
+    st_blk,
+    staged_col_blk,
+    staged_inv_h,
+    staged_inv_w_blk,
+    staged_row_pass,
+    store_plane,
+)
 
 __all__ = ["fourier_unit"]
+
+# Scratch slots (of (H_P, WH_P) each) per program of the staged spectral kernels.
+FWD_SLOTS = 6
+BWD_SLOTS = 6
 
 
 # --------------------------------------------------------------------------- GEMM kernels
@@ -419,6 +441,269 @@ def _fu_bwd_kernel(
     )
 
 
+# --------------------------------------------------------------------------- staged path
+
+
+@triton.jit
+def fu_spectrum_staged(
+    U_PTR,
+    V_PTR,
+    BIAS_PTR,
+    ZS_PTR,
+    SAVE_Z: tl.constexpr,
+    b,
+    o,
+    CO,
+    H,
+    W,
+    FH_PTR,
+    FW_PTR,
+    SCR_PTR,
+    pid,
+    NSLOT: tl.constexpr,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """Staged :func:`fu_spectrum` (+ :func:`fu_store_spectrum` if SAVE_Z), then the first
+    (H) pass of the strict inverse: leaves ``conj(F_H) Z`` in slots 0-1 (uses slots 0-5).
+
+    Slots 0-3: ``(u - i v) @ G`` of channels o and o + CO; 4-5: Z (post-ReLU).
+    """
+    dt = FH_PTR.dtype.element_ty
+    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
+    s2 = slot(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
+    s3 = slot(SCR_PTR, pid, 3, NSLOT, H_P, WH_P)
+    s4 = slot(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
+    s5 = slot(SCR_PTR, pid, 5, NSLOT, H_P, WH_P)
+    HW = H * W
+    re_plane = (b * 2 * CO + o) * HW
+    im_plane = re_plane + CO * HW
+    G0 = FW_PTR
+    G1 = FW_PTR + W_P * WH_P
+    # (u - i v)(Gr + i Gi) = (u Gr + v Gi) + i (u Gi - v Gr) along W.
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, WH_P, BN):
+            rr, ri, ir, ii = blk_cmm(
+                U_PTR + re_plane, V_PTR + re_plane, W, 1, H, W,
+                G0, G1, WH_P, 1, W_P, WH_P,
+                r0, c0, W_P, BM, BN, BK, True, True, dt,
+            )  # fmt: skip
+            st_blk(s0, rr + ii, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_blk(s1, ri - ir, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            rr, ri, ir, ii = blk_cmm(
+                U_PTR + im_plane, V_PTR + im_plane, W, 1, H, W,
+                G0, G1, WH_P, 1, W_P, WH_P,
+                r0, c0, W_P, BM, BN, BK, True, True, dt,
+            )  # fmt: skip
+            st_blk(s2, rr + ii, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_blk(s3, ri - ir, WH_P, r0, c0, H_P, WH_P, BM, BN)
+    tl.debug_barrier()
+    WH = W // 2 + 1
+    zs_plane = (b * 2 * CO + o) * H * WH
+    br = tl.load(BIAS_PTR + o).to(dt)
+    bi = tl.load(BIAS_PTR + o + CO).to(dt)
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, WH_P, BN):
+            # Re F_H P = Fr Pr - Fi Pi
+            rr, _, _, ii = blk_cmm(
+                FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
+                s0, s1, WH_P, 1, H_P, WH_P,
+                r0, c0, H_P, BM, BN, BK, True, True, dt, True,
+            )  # fmt: skip
+            zr = tl.maximum(rr - ii + br, 0.0)
+            rr, _, _, ii = blk_cmm(
+                FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
+                s2, s3, WH_P, 1, H_P, WH_P,
+                r0, c0, H_P, BM, BN, BK, True, True, dt, True,
+            )  # fmt: skip
+            zi = tl.maximum(rr - ii + bi, 0.0)
+            st_blk(s4, zr, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_blk(s5, zi, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            if SAVE_Z:
+                st_blk(ZS_PTR + zs_plane, zr, WH, r0, c0, H, WH, BM, BN)
+                st_blk(ZS_PTR + zs_plane + CO * H * WH, zi, WH, r0, c0, H, WH, BM, BN)
+    tl.debug_barrier()
+    staged_inv_h(FH_PTR, s4, s5, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt)
+    tl.debug_barrier()
+
+
+@triton.jit
+def fu_backward_tail_staged(
+    G_PTR,
+    g_rs,
+    ZS_PTR,
+    GU_PTR,
+    GV_PTR,
+    DB_PART_PTR,
+    b,
+    o,
+    CO,
+    H,
+    W,
+    FH_PTR,
+    FW_PTR,
+    SCR_PTR,
+    pid,
+    NSLOT: tl.constexpr,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BNW: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """Staged :func:`fu_backward_tail` (uses slots 0-5); g = dL/dy is the real (H, W) plane at
+    G_PTR with row stride g_rs, read only in its first pass; ZS_PTR as in fu_load_spectrum.
+
+    Slots 0-1: ``g @ cG``; 2-3: gZ; then 0-1 and 4-5: ``(Fr gZ, Fi gZ)`` of the real and the
+    imaginary channel. ``gu = (Fr gZ) Gr^T - (Fi gZ) Gi^T``, ``gv = (Fr gZ) Gi^T + (Fi gZ) Gr^T``.
+    """
+    dt = FH_PTR.dtype.element_ty
+    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
+    s2 = slot(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
+    s3 = slot(SCR_PTR, pid, 3, NSLOT, H_P, WH_P)
+    s4 = slot(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
+    s5 = slot(SCR_PTR, pid, 5, NSLOT, H_P, WH_P)
+    staged_row_pass(G_PTR, g_rs, H, W, FW_PTR, 2, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
+    tl.debug_barrier()
+    WH = W // 2 + 1
+    zs_plane = (b * 2 * CO + o) * H * WH
+    sum_r = tl.zeros((BM, BN), dtype=dt)
+    sum_i = tl.zeros((BM, BN), dtype=dt)
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, WH_P, BN):
+            rr, ri, ir, ii = staged_col_blk(
+                FH_PTR, s0, s1, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
+            )
+            zr = ld_blk(ZS_PTR + zs_plane, WH, 1, r0, c0, H, WH, BM, BN, dt)
+            zi = ld_blk(ZS_PTR + zs_plane + CO * H * WH, WH, 1, r0, c0, H, WH, BM, BN, dt)
+            gzr = tl.where(zr > 0, rr - ii, 0.0)
+            gzi = tl.where(zi > 0, ri + ir, 0.0)
+            sum_r += gzr
+            sum_i += gzi
+            st_blk(s2, gzr, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_blk(s3, gzi, WH_P, r0, c0, H_P, WH_P, BM, BN)
+    tl.store(DB_PART_PTR + b * 2 * CO + o, tl.sum(tl.sum(sum_r, axis=1), axis=0))
+    tl.store(DB_PART_PTR + b * 2 * CO + o + CO, tl.sum(tl.sum(sum_i, axis=1), axis=0))
+    tl.debug_barrier()
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, WH_P, BN):
+            rr, _, ir, _ = blk_cmm(
+                FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
+                s2, s2, WH_P, 1, H_P, WH_P,
+                r0, c0, H_P, BM, BN, BK, True, False, dt,
+            )  # fmt: skip
+            st_blk(s0, rr, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_blk(s1, ir, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            rr, _, ir, _ = blk_cmm(
+                FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
+                s3, s3, WH_P, 1, H_P, WH_P,
+                r0, c0, H_P, BM, BN, BK, True, False, dt,
+            )  # fmt: skip
+            st_blk(s4, rr, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_blk(s5, ir, WH_P, r0, c0, H_P, WH_P, BM, BN)
+    tl.debug_barrier()
+    HW = H * W
+    re_plane = (b * 2 * CO + o) * HW
+    G0 = FW_PTR
+    G1 = FW_PTR + W_P * WH_P
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, W_P, BNW):
+            rr, ri, ir, ii = blk_cmm(
+                s0, s1, WH_P, 1, H_P, WH_P,
+                G0, G1, 1, WH_P, WH_P, W_P,
+                r0, c0, WH_P, BM, BNW, BK, True, True, dt,
+            )  # fmt: skip
+            st_blk(GU_PTR + re_plane, rr - ii, W, r0, c0, H, W, BM, BNW)
+            st_blk(GV_PTR + re_plane, ri + ir, W, r0, c0, H, W, BM, BNW)
+            rr, ri, ir, ii = blk_cmm(
+                s4, s5, WH_P, 1, H_P, WH_P,
+                G0, G1, 1, WH_P, WH_P, W_P,
+                r0, c0, WH_P, BM, BNW, BK, True, True, dt,
+            )  # fmt: skip
+            st_blk(GU_PTR + re_plane + CO * HW, rr - ii, W, r0, c0, H, W, BM, BNW)
+            st_blk(GV_PTR + re_plane + CO * HW, ri + ir, W, r0, c0, H, W, BM, BNW)
+
+
+@triton.jit
+def _fu_fwd_staged_kernel(
+    U_PTR,
+    V_PTR,
+    BIAS_PTR,
+    Y_PTR,
+    ZS_PTR,
+    FH_PTR,
+    FW_PTR,
+    SCR_PTR,
+    CO,
+    H,
+    W,
+    SAVE_Z: tl.constexpr,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+    NSLOT: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BNW: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """Staged _fu_fwd_kernel (same arguments); SCR_PTR: (B*CO, NSLOT, H_P, WH_P) scratch."""
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // CO
+    o = pid % CO
+    dt = FH_PTR.dtype.element_ty
+    fu_spectrum_staged(
+        U_PTR, V_PTR, BIAS_PTR, ZS_PTR, SAVE_Z, b, o, CO, H, W, FH_PTR, FW_PTR, SCR_PTR, pid,
+        NSLOT, H_P, W_P, WH_P, BM, BN, BK,
+    )  # fmt: skip
+    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, W_P, BNW):
+            y = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            st_blk(Y_PTR + pid * H * W, y, W, r0, c0, H, W, BM, BNW)
+
+
+@triton.jit
+def _fu_bwd_staged_kernel(
+    DY_PTR,
+    ZS_PTR,
+    GU_PTR,
+    GV_PTR,
+    DB_PART_PTR,
+    FH_PTR,
+    FW_PTR,
+    SCR_PTR,
+    CO,
+    H,
+    W,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+    NSLOT: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BNW: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """Staged _fu_bwd_kernel (same arguments); SCR_PTR: (B*CO, NSLOT, H_P, WH_P) scratch."""
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // CO
+    o = pid % CO
+    fu_backward_tail_staged(
+        DY_PTR + pid * H * W, W, ZS_PTR, GU_PTR, GV_PTR, DB_PART_PTR, b, o, CO, H, W,
+        FH_PTR, FW_PTR, SCR_PTR, pid, NSLOT, H_P, W_P, WH_P, BM, BN, BNW, BK,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- host launchers
 
 
@@ -535,6 +820,31 @@ def _fu_op(
     y = torch.empty(B, CO, H, W, dtype=x.dtype, device=x.device)
     zs_shape = (B, 2 * CO, H, W // 2 + 1) if save_spectrum else (0,)
     zs = torch.empty(zs_shape, dtype=u.dtype, device=x.device)
+    if dft.is_staged(H, W):
+        scr = dft.scratch(B * CO, FWD_SLOTS, H, W, u.dtype, x.device, True)
+        dft.launch(
+            _fu_fwd_staged_kernel,
+            (B * CO,),
+            u,
+            v,
+            bias,
+            y,
+            zs,
+            fh,
+            fw,
+            scr,
+            CO,
+            H,
+            W,
+            SAVE_Z=save_spectrum,
+            H_P=H_P,
+            W_P=W_P,
+            WH_P=WH_P,
+            NSLOT=FWD_SLOTS,
+            **dft.staged_blocks(H, W),
+            num_warps=dft.plane_num_warps(H, W),
+        )
+        return y, zs
     dft.launch(
         _fu_fwd_kernel,
         (B * CO,),
@@ -580,24 +890,48 @@ def _fu_bwd_op(
     gu = torch.empty(B, CO2, H, W, dtype=dt, device=x.device)
     gv = torch.empty_like(gu)
     db_part = torch.empty(B, CO2, dtype=dt, device=x.device)
-    dft.launch(
-        _fu_bwd_kernel,
-        (B * CO,),
-        dy,
-        zs,
-        gu,
-        gv,
-        db_part,
-        fh,
-        fw,
-        CO,
-        H,
-        W,
-        H_P=H_P,
-        W_P=W_P,
-        WH_P=WH_P,
-        num_warps=dft.plane_num_warps(H, W),
-    )
+    if dft.is_staged(H, W):
+        scr = dft.scratch(B * CO, BWD_SLOTS, H, W, dt, x.device, True)
+        dft.launch(
+            _fu_bwd_staged_kernel,
+            (B * CO,),
+            dy,
+            zs,
+            gu,
+            gv,
+            db_part,
+            fh,
+            fw,
+            scr,
+            CO,
+            H,
+            W,
+            H_P=H_P,
+            W_P=W_P,
+            WH_P=WH_P,
+            NSLOT=BWD_SLOTS,
+            **dft.staged_blocks(H, W),
+            num_warps=dft.plane_num_warps(H, W),
+        )
+    else:
+        dft.launch(
+            _fu_bwd_kernel,
+            (B * CO,),
+            dy,
+            zs,
+            gu,
+            gv,
+            db_part,
+            fh,
+            fw,
+            CO,
+            H,
+            W,
+            H_P=H_P,
+            W_P=W_P,
+            WH_P=WH_P,
+            num_warps=dft.plane_num_warps(H, W),
+        )
     dx, dw_part = launch_mix_backward(gu, gv, x, weight, x.dtype)
     dweight = sum_batch(dw_part, weight.shape, weight.dtype)
     dbias = sum_batch(db_part, (CO2,), weight.dtype)

@@ -27,8 +27,11 @@ Backward, with g_c and g_fs the incoming gradients of x_c and x_fs:
 Not fused: the channel mixing needs every channel of x_c while the transforms need whole planes,
 so mixing and spectral work are separate passes (see fourier_unit.py).
 
-Limits: one (H, W) plane is one tile; planes over 64x64 exceed the H100's shared memory
-(dft.py). fp16/bf16/fp32 are computed in fp32 (``input_precision="ieee"``), float64 in float64;
+Large planes (a tile side >= dft.STAGED_MIN_TILE, e.g. 88x88) take the staged kernels
+(``_gf_*_staged_kernel``, see dft.py and fourier_unit.py): the same maths, one program per
+(b, c) plane, transforms in W and H passes over small blocks via a per-program global scratch
+(``FWD_SLOTS`` / ``BWD_SLOTS`` slots of (H_P, WH_P); the backward keeps g_fu in slots 6-7).
+fp16/bf16/fp32 are computed in fp32 (``input_precision="ieee"``), float64 in float64;
 x_c is returned in the input dtype from an fp32 sum (one rounding, not the reference's two).
 """
 
@@ -43,11 +46,24 @@ from hfsti.ops import check_gated_fusion_inputs
 from hfsti.ops import gated_fusion as _reference
 from hfsti_kernels import dft
 from hfsti_kernels._backend import select_backend
-from hfsti_kernels.dft import inv, load_fh, load_fw, load_plane, store_plane
+from hfsti_kernels.dft import (
+    inv,
+    ld_blk,
+    load_fh,
+    load_fw,
+    load_plane,
+    slot,
+    st_blk,
+    staged_inv_h,
+    staged_inv_w_blk,
+    store_plane,
+)
 from hfsti_kernels.ops.fourier_unit import (
     fu_backward_tail,
+    fu_backward_tail_staged,
     fu_load_spectrum,
     fu_spectrum,
+    fu_spectrum_staged,
     fu_store_spectrum,
     launch_mix,
     launch_mix_backward,
@@ -56,6 +72,10 @@ from hfsti_kernels.ops.fourier_unit import (
 )
 
 __all__ = ["gated_fusion"]
+
+# Scratch slots (of (H_P, WH_P) each) per program of the staged kernels.
+FWD_SLOTS = 6
+BWD_SLOTS = 8
 
 _SQRT1_2 = tl.constexpr(0.7071067811865476)  # 1 / sqrt(2)
 _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)  # 1 / sqrt(2 pi)
@@ -184,6 +204,154 @@ def _gf_bwd_kernel(
     )
 
 
+# --------------------------------------------------------------------------- staged path
+
+
+@triton.jit
+def _dwconv3x3_blk(
+    XC_PTR, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BR: tl.constexpr, BC: tl.constexpr, DTYPE
+):
+    """Block (r0, c0) of (BR, BC) of :func:`_dwconv3x3` (conv + bias of the plane at XC_PTR)."""
+    acc = tl.zeros((BR, BC), dtype=DTYPE) + tl.load(DWB_PTR + c).to(DTYPE)
+    for i in tl.static_range(3):
+        for j in tl.static_range(3):
+            k = tl.load(DWW_PTR + c * 9 + i * 3 + j).to(DTYPE)
+            acc += k * _shifted_blk(XC_PTR, i, j, H, W, r0, c0, BR, BC).to(DTYPE)
+    return acc
+
+
+@triton.jit
+def _shifted_blk(PLANE_PTR, I: tl.constexpr, J: tl.constexpr, H, W, r0, c0, BR, BC):
+    """Block (r0, c0) of (BR, BC) of :func:`_shifted`."""
+    r = r0 + tl.arange(0, BR)[:, None] + (I - 1)
+    cc = c0 + tl.arange(0, BC)[None, :] + (J - 1)
+    ok = (r >= 0) & (r < H) & (cc >= 0) & (cc < W)
+    return tl.load(PLANE_PTR + r * W + cc, mask=ok, other=0.0)
+
+
+@triton.jit
+def _gf_fwd_staged_kernel(
+    U_PTR,
+    V_PTR,
+    FUB_PTR,
+    XC_PTR,
+    DWW_PTR,
+    DWB_PTR,
+    XFS_PTR,
+    ZS_PTR,
+    FH_PTR,
+    FW_PTR,
+    SCR_PTR,
+    C,
+    H,
+    W,
+    SAVE_Z: tl.constexpr,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+    NSLOT: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BNW: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """Staged _gf_fwd_kernel (same arguments); SCR_PTR: (B*C, NSLOT, H_P, WH_P) scratch."""
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // C
+    c = pid % C
+    dt = FH_PTR.dtype.element_ty
+    fu_spectrum_staged(
+        U_PTR, V_PTR, FUB_PTR, ZS_PTR, SAVE_Z, b, c, C, H, W, FH_PTR, FW_PTR, SCR_PTR, pid,
+        NSLOT, H_P, W_P, WH_P, BM, BN, BK,
+    )  # fmt: skip
+    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
+    plane = pid * H * W
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, W_P, BNW):
+            f = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            gelu = 0.5 * f * (1.0 + tl.math.erf(f * _SQRT1_2))
+            s = _dwconv3x3_blk(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BM, BNW, dt)
+            st_blk(XFS_PTR + plane, gelu * s, W, r0, c0, H, W, BM, BNW)
+
+
+@triton.jit
+def _gf_bwd_staged_kernel(
+    GFS_PTR,
+    ZS_PTR,
+    XC_PTR,
+    DWW_PTR,
+    DWB_PTR,
+    GU_PTR,
+    GV_PTR,
+    GS_PTR,
+    FUB_PART_PTR,
+    DWW_PART_PTR,
+    DWB_PART_PTR,
+    FH_PTR,
+    FW_PTR,
+    SCR_PTR,
+    C,
+    H,
+    W,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+    NSLOT: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BNW: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """Staged _gf_bwd_kernel (same arguments); SCR_PTR: (B*C, NSLOT, H_P, WH_P) scratch.
+
+    Slots 0-1: ``conj(F_H) Z``; 6-7: g_fu as one (H_P, W_P) plane; then the Fourier unit's
+    staged tail (slots 0-5).
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // C
+    c = pid % C
+    dt = FH_PTR.dtype.element_ty
+    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
+    s6 = slot(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
+    WH = W // 2 + 1
+    zs_plane = (b * 2 * C + c) * H * WH
+    staged_inv_h(
+        FH_PTR, ZS_PTR + zs_plane, ZS_PTR + zs_plane + C * H * WH, WH, H, WH, s0, s1,
+        H_P, WH_P, BM, BN, BK, dt,
+    )  # fmt: skip
+    tl.debug_barrier()
+    plane = pid * H * W
+    sum_s = tl.zeros((BM, BNW), dtype=dt)
+    tap = tl.arange(0, 16)
+    sum_w = tl.zeros((16,), dtype=dt)
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, W_P, BNW):
+            f = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            s = _dwconv3x3_blk(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BM, BNW, dt)
+            g = ld_blk(GFS_PTR + plane, W, 1, r0, c0, H, W, BM, BNW, dt)  # zero padding
+            cdf = 0.5 * (1.0 + tl.math.erf(f * _SQRT1_2))
+            pdf = tl.exp(-0.5 * f * f) * _INV_SQRT_2PI
+            g_fu = g * s * (cdf + f * pdf)
+            g_s = g * f * cdf
+            st_blk(GS_PTR + plane, g_s, W, r0, c0, H, W, BM, BNW)
+            st_blk(s6, g_fu, W_P, r0, c0, H_P, W_P, BM, BNW)
+            sum_s += g_s
+            for i in tl.static_range(3):
+                for j in tl.static_range(3):
+                    xs = _shifted_blk(XC_PTR + plane, i, j, H, W, r0, c0, BM, BNW).to(dt)
+                    t = tl.sum(tl.sum(g_s * xs, axis=1), axis=0)
+                    sum_w += tl.where(tap == i * 3 + j, t, 0.0)
+    tl.store(DWB_PART_PTR + pid, tl.sum(tl.sum(sum_s, axis=1), axis=0))
+    tl.store(DWW_PART_PTR + pid * 9 + tap, sum_w, mask=tap < 9)
+    tl.debug_barrier()
+    fu_backward_tail_staged(
+        s6, W_P, ZS_PTR, GU_PTR, GV_PTR, FUB_PART_PTR, b, c, C, H, W,
+        FH_PTR, FW_PTR, SCR_PTR, pid, NSLOT, H_P, W_P, WH_P, BM, BN, BNW, BK,
+    )  # fmt: skip
+
+
 @dft.register_triton_op("hfsti::gated_fusion")
 def _gf_op(
     x_f: torch.Tensor,
@@ -206,28 +374,56 @@ def _gf_op(
     x_fs = torch.empty_like(x_f)
     zs_shape = (B, 2 * C, H, W // 2 + 1) if save_spectrum else (0,)
     zs = torch.empty(zs_shape, dtype=u.dtype, device=x_f.device)
-    dft.launch(
-        _gf_fwd_kernel,
-        (B * C,),
-        u,
-        v,
-        fu_bias,
-        x_c,
-        dw_weight,
-        dw_bias,
-        x_fs,
-        zs,
-        fh,
-        fw,
-        C,
-        H,
-        W,
-        SAVE_Z=save_spectrum,
-        H_P=H_P,
-        W_P=W_P,
-        WH_P=WH_P,
-        num_warps=dft.plane_num_warps(H, W),
-    )
+    if dft.is_staged(H, W):
+        scr = dft.scratch(B * C, FWD_SLOTS, H, W, u.dtype, x_f.device, True)
+        dft.launch(
+            _gf_fwd_staged_kernel,
+            (B * C,),
+            u,
+            v,
+            fu_bias,
+            x_c,
+            dw_weight,
+            dw_bias,
+            x_fs,
+            zs,
+            fh,
+            fw,
+            scr,
+            C,
+            H,
+            W,
+            SAVE_Z=save_spectrum,
+            H_P=H_P,
+            W_P=W_P,
+            WH_P=WH_P,
+            NSLOT=FWD_SLOTS,
+            **dft.staged_blocks(H, W),
+            num_warps=dft.plane_num_warps(H, W),
+        )
+    else:
+        dft.launch(
+            _gf_fwd_kernel,
+            (B * C,),
+            u,
+            v,
+            fu_bias,
+            x_c,
+            dw_weight,
+            dw_bias,
+            x_fs,
+            zs,
+            fh,
+            fw,
+            C,
+            H,
+            W,
+            SAVE_Z=save_spectrum,
+            H_P=H_P,
+            W_P=W_P,
+            WH_P=WH_P,
+            num_warps=dft.plane_num_warps(H, W),
+        )
     return x_c, x_fs, zs
 
 
@@ -264,30 +460,60 @@ def _gf_bwd_op(
     fub_part = torch.empty(B, 2 * C, dtype=dt, device=dev)
     dww_part = torch.empty(B, C, 9, dtype=dt, device=dev)
     dwb_part = torch.empty(B, C, dtype=dt, device=dev)
-    dft.launch(
-        _gf_bwd_kernel,
-        (B * C,),
-        g_fs,
-        zs,
-        x_c,
-        dw_weight,
-        dw_bias,
-        gu,
-        gv,
-        gs,
-        fub_part,
-        dww_part,
-        dwb_part,
-        fh,
-        fw,
-        C,
-        H,
-        W,
-        H_P=H_P,
-        W_P=W_P,
-        WH_P=WH_P,
-        num_warps=dft.plane_num_warps(H, W),
-    )
+    if dft.is_staged(H, W):
+        scr = dft.scratch(B * C, BWD_SLOTS, H, W, dt, dev, True)
+        dft.launch(
+            _gf_bwd_staged_kernel,
+            (B * C,),
+            g_fs,
+            zs,
+            x_c,
+            dw_weight,
+            dw_bias,
+            gu,
+            gv,
+            gs,
+            fub_part,
+            dww_part,
+            dwb_part,
+            fh,
+            fw,
+            scr,
+            C,
+            H,
+            W,
+            H_P=H_P,
+            W_P=W_P,
+            WH_P=WH_P,
+            NSLOT=BWD_SLOTS,
+            **dft.staged_blocks(H, W),
+            num_warps=dft.plane_num_warps(H, W),
+        )
+    else:
+        dft.launch(
+            _gf_bwd_kernel,
+            (B * C,),
+            g_fs,
+            zs,
+            x_c,
+            dw_weight,
+            dw_bias,
+            gu,
+            gv,
+            gs,
+            fub_part,
+            dww_part,
+            dwb_part,
+            fh,
+            fw,
+            C,
+            H,
+            W,
+            H_P=H_P,
+            W_P=W_P,
+            WH_P=WH_P,
+            num_warps=dft.plane_num_warps(H, W),
+        )
     dx, fuw_part = launch_mix_backward(gu, gv, x_c, fu_weight, x_c.dtype, conv=(g_c, gs, dw_weight))
     pdt = fu_weight.dtype
     d_fuw = sum_batch(fuw_part, fu_weight.shape, pdt)

@@ -1,0 +1,136 @@
+"""The op benchmark cases: shapes per configuration, random inputs, FLOP counts.
+
+Inputs are random (never zeros, which can hide unwritten outputs and run faster than real data)
+and drawn from a fixed seed, so every provider of a case sees the same data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from _config import BenchConfig
+
+FFT_OPS = ("fft_channel_attention", "fourier_unit", "gated_fusion")
+LOSS_OPS = ("structure_loss", "spectral_correlation_loss")
+OPS = (*FFT_OPS, "memory_attention", *LOSS_OPS)
+MODES = ("fwd_bwd", "fwd")
+PROVIDERS = {
+    **dict.fromkeys(FFT_OPS, ("triton", "eager", "compile", "cupy")),
+    "memory_attention": ("triton", "eager", "compile", "sdpa_mem_efficient", "flex_attention"),
+    "structure_loss": ("triton", "eager", "compile"),
+    "spectral_correlation_loss": ("triton", "eager", "compile", "cupy"),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    op: str
+    dims: tuple[
+        int, ...
+    ]  # FFT ops (B, C, H, W); memory attention (B, h, Nq, Nk, d); losses (B, H, W)
+    dtype: torch.dtype
+    mode: str
+    provider: str
+
+    @property
+    def shape(self) -> str:
+        if self.op == "memory_attention":
+            B, h, nq, nk, d = self.dims
+            return f"B{B}xh{h}xNq{nq}xNk{nk}xd{d}"
+        return "x".join(map(str, self.dims))
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}-{self.shape}-{self.dtype_name}-{self.mode}-{self.provider}"
+
+
+def _shapes(op: str, batches: tuple[int, ...], channels: tuple[int, ...], cfg: BenchConfig):
+    if op in FFT_OPS:
+        return [(B, C, s, s) for B in batches for C in channels for s in cfg.maps]
+    if op == "memory_attention":
+        nq = cfg.mem_grid**2
+        return [
+            (B, cfg.mem_heads, nq, f * nq, cfg.mem_dim) for B in batches for f in cfg.mem_frames
+        ]
+    return [(B, cfg.loss_size, cfg.loss_size) for B in batches]
+
+
+def cases(cfg: BenchConfig) -> list[Case]:
+    """All cases, most important first: tier by tier, then dtype, op, shape, mode, provider."""
+    out, seen = [], set()
+    for batches, channels in cfg.tiers:
+        for dtype in cfg.dtypes:
+            for op in OPS:
+                for dims in _shapes(op, batches, channels, cfg):
+                    for mode in MODES:
+                        for provider in PROVIDERS[op]:
+                            if provider == "cupy" and mode == "fwd_bwd":
+                                continue  # CuPy transforms have no autograd
+                            case = Case(op, dims, dtype, mode, provider)
+                            if case.id not in seen:  # C-free ops repeat across tiers
+                                seen.add(case.id)
+                                out.append(case)
+    return out
+
+
+def inputs(case: Case, device: torch.device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(all arguments, the differentiable ones) of the op, requiring grad in fwd_bwd mode."""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(device, case.dtype)
+
+    op = case.op
+    if op in FFT_OPS:
+        B, C, H, W = case.dims
+        x = [rand(B, C, H, W) for _ in range(1 if op == "fourier_unit" else 3)]
+        if op == "fourier_unit":
+            x += [rand(2 * C, 2 * C, scale=(2 * C) ** -0.5), rand(2 * C, scale=0.1)]
+        elif op == "gated_fusion":
+            x += [rand(2 * C, 2 * C, scale=(2 * C) ** -0.5), rand(2 * C, scale=0.1)]
+            x += [rand(C, 1, 3, 3, scale=1 / 3), rand(C, scale=0.1)]
+        args = diff = x
+    elif op == "memory_attention":
+        B, h, nq, nk, d = case.dims
+        args = diff = [rand(B, h, nq, d), rand(B, h, nk, d), rand(B, h, nk, d), rand(B, h, nk)]
+    else:
+        B, H, W = case.dims
+        logits = rand(B, 1, H, W, scale=2.0)
+        target = (torch.rand(B, 1, H, W, generator=g) > 0.5).to(device, case.dtype)
+        args, diff = [logits, target], [logits]
+    if case.mode == "fwd_bwd":
+        for t in diff:
+            t.requires_grad_(True)
+    return args, diff
+
+
+def _dft_flops(H: int, W: int) -> int:
+    """One real 2-D transform (or its inverse) of an H x W plane as dense DFT products."""
+    wh = W // 2 + 1
+    return 4 * H * W * wh + 8 * H * H * wh  # x @ G_W (real x complex), then F_H @ (complex)
+
+
+def flops(case: Case) -> int:
+    """Useful FLOPs of the op as computed by dense-DFT / attention kernels (0: pointwise only)."""
+    bwd = case.mode == "fwd_bwd"
+    if case.op == "memory_attention":
+        B, h, nq, nk, d = case.dims
+        return (14 if bwd else 4) * B * h * nq * nk * d  # FlashAttention-2 counting
+    if case.op == "structure_loss":
+        return 0
+    if case.op == "spectral_correlation_loss":
+        B, H, W = case.dims
+        return (3 if bwd else 2) * B * _dft_flops(H, W)  # P, G; then P's adjoint
+    B, C, H, W = case.dims
+    t = B * C * _dft_flops(H, W)
+    if case.op == "fft_channel_attention":
+        return (8 if bwd else 4) * t  # 3 transforms + 1 inverse; backward the same count
+    mix = B * 2 * (2 * C) * (2 * C) * H * (W // 2 + 1)  # the 1x1 conv on the half spectrum
+    fu = (4 * t + 3 * mix) if bwd else (2 * t + mix)
+    conv = (3 if bwd else 1) * 18 * B * C * H * W if case.op == "gated_fusion" else 0
+    return fu + conv
