@@ -11,9 +11,10 @@ import torch
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device", allow_module_level=True)
 
+from helpers import TOLERANCE, assert_rel_close  # noqa: E402
+
 from hfsti.ops import memory_attention as reference  # noqa: E402
 from hfsti_kernels.ops.memory_attention import memory_attention  # noqa: E402
-from tests.helpers import TOLERANCE, assert_rel_close  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

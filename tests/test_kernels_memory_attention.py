@@ -6,10 +6,10 @@ Forward and every gradient (dq, dk, dv, dkey_bias) are compared with ``hfsti.ops
 
 import pytest
 import torch
+from helpers import TOLERANCE, assert_rel_close, rel_err
 
 from hfsti.ops import memory_attention as reference
 from hfsti_kernels.ops.memory_attention import memory_attention
-from tests.helpers import TOLERANCE, assert_rel_close, rel_err
 
 # (B, h, Nq, Nk, d): ragged Nk (not a multiple of 16), d not a power of two, all-size-1.
 SHAPES = [(1, 1, 7, 19, 24), (2, 3, 5, 33, 8), (5, 1, 1, 1, 1), (1, 2, 17, 40, 3)]
