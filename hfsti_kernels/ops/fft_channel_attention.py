@@ -49,6 +49,42 @@ __all__ = ["fft_channel_attention"]
 
 
 @triton.jit
+def _qkv_spectra(
+    Q_PTR,
+    K_PTR,
+    V_PTR,
+    plane,
+    FW_PTR,
+    H,
+    W,
+    Fr,
+    Fi,
+    H_P: tl.constexpr,
+    W_P: tl.constexpr,
+    WH_P: tl.constexpr,
+):
+    """rfft2 of one (H, W) plane of each of q, k, v: (qr, qi, kr, ki, vr, vi), each (H_P, WH_P).
+
+    Q_PTR, K_PTR, V_PTR: (B, C, H, W) contiguous inputs, read at the offset plane.
+    FW_PTR: (4, W_P, WH_P) DFT matrices; Fr, Fi: F_H as from load_fh.
+    """
+    dt = Fr.dtype
+    Gr = load_fw(FW_PTR, 0, W_P, WH_P, False)
+    Gi = load_fw(FW_PTR, 1, W_P, WH_P, False)
+    qr, qi = fwd(load_plane(Q_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi)
+    kr, ki = fwd(load_plane(K_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi)
+    vr, vi = fwd(load_plane(V_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi)
+    return qr, qi, kr, ki, vr, vi
+
+
+@triton.jit
+def _grad_spectrum(gr, gi, ar, ai, br, bi):
+    """The spectral gradient of the third factor of a triple product: gS * conj(A B)."""
+    mr, mi = cmul(ar, ai, br, bi, False)
+    return cmul(gr, gi, mr, mi, True)
+
+
+@triton.jit
 def _fca_fwd_kernel(
     Q_PTR,
     K_PTR,
@@ -69,12 +105,9 @@ def _fca_fwd_kernel(
     """
     plane = tl.program_id(0).to(tl.int64) * H * W
     Fr, Fi = load_fh(FH_PTR, H_P)
-    dt = Fr.dtype
-    Gr = load_fw(FW_PTR, 0, W_P, WH_P, False)
-    Gi = load_fw(FW_PTR, 1, W_P, WH_P, False)
-    qr, qi = fwd(load_plane(Q_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi)
-    kr, ki = fwd(load_plane(K_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi)
-    vr, vi = fwd(load_plane(V_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi)
+    qr, qi, kr, ki, vr, vi = _qkv_spectra(
+        Q_PTR, K_PTR, V_PTR, plane, FW_PTR, H, W, Fr, Fi, H_P, W_P, WH_P
+    )
     mr, mi = cmul(kr, ki, vr, vi, False)
     sr, si = cmul(qr, qi, mr, mi, False)
     Er = load_fw(FW_PTR, 2, W_P, WH_P, True)
@@ -106,28 +139,59 @@ def _fca_bwd_kernel(
     """
     plane = tl.program_id(0).to(tl.int64) * H * W
     Fr, Fi = load_fh(FH_PTR, H_P)
-    dt = Fr.dtype
     # gS: adjoint of irfft2_strict applied to dy = forward transform with Hermitian weights.
     Cr = load_fw(FW_PTR, 2, W_P, WH_P, False)
     Ci = load_fw(FW_PTR, 3, W_P, WH_P, False)
-    gr, gi = fwd(load_plane(DY_PTR + plane, H, W, H_P, W_P, dt), Cr, Ci, Fr, Fi)
-    Gr = load_fw(FW_PTR, 0, W_P, WH_P, False)
-    Gi = load_fw(FW_PTR, 1, W_P, WH_P, False)
-    qr, qi = fwd(load_plane(Q_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi)
-    kr, ki = fwd(load_plane(K_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi)
-    vr, vi = fwd(load_plane(V_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi)
+    gr, gi = fwd(load_plane(DY_PTR + plane, H, W, H_P, W_P, Fr.dtype), Cr, Ci, Fr, Fi)
+    qr, qi, kr, ki, vr, vi = _qkv_spectra(
+        Q_PTR, K_PTR, V_PTR, plane, FW_PTR, H, W, Fr, Fi, H_P, W_P, WH_P
+    )
     # The adjoint of rfft2 is an inverse with the unweighted, transposed G.
     GrT = load_fw(FW_PTR, 0, W_P, WH_P, True)
     GiT = load_fw(FW_PTR, 1, W_P, WH_P, True)
-    mr, mi = cmul(kr, ki, vr, vi, False)
-    ar, ai = cmul(gr, gi, mr, mi, True)
+    ar, ai = _grad_spectrum(gr, gi, kr, ki, vr, vi)
     store_plane(DQ_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi), H, W, H_P, W_P)
-    mr, mi = cmul(qr, qi, vr, vi, False)
-    ar, ai = cmul(gr, gi, mr, mi, True)
+    ar, ai = _grad_spectrum(gr, gi, qr, qi, vr, vi)
     store_plane(DK_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi), H, W, H_P, W_P)
-    mr, mi = cmul(qr, qi, kr, ki, False)
-    ar, ai = cmul(gr, gi, mr, mi, True)
+    ar, ai = _grad_spectrum(gr, gi, qr, qi, kr, ki)
     store_plane(DV_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi), H, W, H_P, W_P)
+
+
+# --------------------------------------------------------------------------- staged path
+
+
+@triton.jit
+def _slot_pair(
+    SCR_PTR, pid, s: tl.constexpr, NSLOT: tl.constexpr, H_P: tl.constexpr, WH_P: tl.constexpr
+):
+    """Slots s and s + 1 of program pid's scratch: the real and imaginary parts of a plane."""
+    return slot(SCR_PTR, pid, s, NSLOT, H_P, WH_P), slot(SCR_PTR, pid, s + 1, NSLOT, H_P, WH_P)
+
+
+@triton.jit
+def _staged_spectrum_blk(
+    FH_PTR,
+    YR,
+    YI,
+    r0,
+    c0,
+    H_P: tl.constexpr,
+    WH_P: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
+    """Block (r0, c0) of the spectrum ``F_H Y`` of a W pass Y held in slots YR, YI: (re, im)."""
+    rr, ri, ir, ii = staged_col_blk(FH_PTR, YR, YI, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, DTYPE)
+    return rr - ii, ri + ir
+
+
+@triton.jit
+def _st_cplx_blk(OUT_R, OUT_I, xr, xi, r0, c0, H_P, WH_P, BM, BN):
+    """Store a complex (BM, BN) block at (r0, c0) into the (H_P, WH_P) slots OUT_R, OUT_I."""
+    st_blk(OUT_R, xr, WH_P, r0, c0, H_P, WH_P, BM, BN)
+    st_blk(OUT_I, xi, WH_P, r0, c0, H_P, WH_P, BM, BN)
 
 
 @triton.jit
@@ -158,36 +222,22 @@ def _fca_fwd_staged_kernel(
     pid = tl.program_id(0).to(tl.int64)
     plane = pid * H * W
     dt = FH_PTR.dtype.element_ty
-    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
-    s2 = slot(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
-    s3 = slot(SCR_PTR, pid, 3, NSLOT, H_P, WH_P)
-    s4 = slot(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
-    s5 = slot(SCR_PTR, pid, 5, NSLOT, H_P, WH_P)
-    s6 = slot(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
-    s7 = slot(SCR_PTR, pid, 7, NSLOT, H_P, WH_P)
+    s0, s1 = _slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s2, s3 = _slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
+    s4, s5 = _slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
+    s6, s7 = _slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
     staged_row_pass(Q_PTR + plane, W, H, W, FW_PTR, 0, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
     staged_row_pass(K_PTR + plane, W, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt)
     staged_row_pass(V_PTR + plane, W, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt)
     tl.debug_barrier()
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
-            rr, ri, ir, ii = staged_col_blk(
-                FH_PTR, s0, s1, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
-            )
-            qr, qi = rr - ii, ri + ir
-            rr, ri, ir, ii = staged_col_blk(
-                FH_PTR, s2, s3, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
-            )
-            kr, ki = rr - ii, ri + ir
-            rr, ri, ir, ii = staged_col_blk(
-                FH_PTR, s4, s5, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
-            )
-            vr, vi = rr - ii, ri + ir
+            qr, qi = _staged_spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            kr, ki = _staged_spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            vr, vi = _staged_spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt)
             mr, mi = cmul(kr, ki, vr, vi, False)
             sr, si = cmul(qr, qi, mr, mi, False)
-            st_blk(s6, sr, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            st_blk(s7, si, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            _st_cplx_blk(s6, s7, sr, si, r0, c0, H_P, WH_P, BM, BN)
     tl.debug_barrier()
     staged_inv_h(FH_PTR, s6, s7, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt)
     tl.debug_barrier()
@@ -228,20 +278,13 @@ def _fca_bwd_staged_kernel(
     pid = tl.program_id(0).to(tl.int64)
     plane = pid * H * W
     dt = FH_PTR.dtype.element_ty
-    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
-    s2 = slot(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
-    s3 = slot(SCR_PTR, pid, 3, NSLOT, H_P, WH_P)
-    s4 = slot(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
-    s5 = slot(SCR_PTR, pid, 5, NSLOT, H_P, WH_P)
-    s6 = slot(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
-    s7 = slot(SCR_PTR, pid, 7, NSLOT, H_P, WH_P)
-    s8 = slot(SCR_PTR, pid, 8, NSLOT, H_P, WH_P)
-    s9 = slot(SCR_PTR, pid, 9, NSLOT, H_P, WH_P)
-    s10 = slot(SCR_PTR, pid, 10, NSLOT, H_P, WH_P)
-    s11 = slot(SCR_PTR, pid, 11, NSLOT, H_P, WH_P)
-    s12 = slot(SCR_PTR, pid, 12, NSLOT, H_P, WH_P)
-    s13 = slot(SCR_PTR, pid, 13, NSLOT, H_P, WH_P)
+    s0, s1 = _slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s2, s3 = _slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
+    s4, s5 = _slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
+    s6, s7 = _slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
+    s8, s9 = _slot_pair(SCR_PTR, pid, 8, NSLOT, H_P, WH_P)
+    s10, s11 = _slot_pair(SCR_PTR, pid, 10, NSLOT, H_P, WH_P)
+    s12, s13 = _slot_pair(SCR_PTR, pid, 12, NSLOT, H_P, WH_P)
     # gS: adjoint of irfft2_strict applied to dy = forward transform with Hermitian weights.
     staged_row_pass(DY_PTR + plane, W, H, W, FW_PTR, 2, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
     staged_row_pass(Q_PTR + plane, W, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt)
@@ -250,34 +293,16 @@ def _fca_bwd_staged_kernel(
     tl.debug_barrier()
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
-            rr, ri, ir, ii = staged_col_blk(
-                FH_PTR, s0, s1, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
-            )
-            gr, gi = rr - ii, ri + ir
-            rr, ri, ir, ii = staged_col_blk(
-                FH_PTR, s2, s3, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
-            )
-            qr, qi = rr - ii, ri + ir
-            rr, ri, ir, ii = staged_col_blk(
-                FH_PTR, s4, s5, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
-            )
-            kr, ki = rr - ii, ri + ir
-            rr, ri, ir, ii = staged_col_blk(
-                FH_PTR, s6, s7, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
-            )
-            vr, vi = rr - ii, ri + ir
-            mr, mi = cmul(kr, ki, vr, vi, False)
-            ar, ai = cmul(gr, gi, mr, mi, True)
-            st_blk(s8, ar, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            st_blk(s9, ai, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            mr, mi = cmul(qr, qi, vr, vi, False)
-            ar, ai = cmul(gr, gi, mr, mi, True)
-            st_blk(s10, ar, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            st_blk(s11, ai, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            mr, mi = cmul(qr, qi, kr, ki, False)
-            ar, ai = cmul(gr, gi, mr, mi, True)
-            st_blk(s12, ar, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            st_blk(s13, ai, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            gr, gi = _staged_spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            qr, qi = _staged_spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            kr, ki = _staged_spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            vr, vi = _staged_spectrum_blk(FH_PTR, s6, s7, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            ar, ai = _grad_spectrum(gr, gi, kr, ki, vr, vi)
+            _st_cplx_blk(s8, s9, ar, ai, r0, c0, H_P, WH_P, BM, BN)
+            ar, ai = _grad_spectrum(gr, gi, qr, qi, vr, vi)
+            _st_cplx_blk(s10, s11, ar, ai, r0, c0, H_P, WH_P, BM, BN)
+            ar, ai = _grad_spectrum(gr, gi, qr, qi, kr, ki)
+            _st_cplx_blk(s12, s13, ar, ai, r0, c0, H_P, WH_P, BM, BN)
     tl.debug_barrier()
     staged_inv_h(FH_PTR, s8, s9, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt)
     staged_inv_h(FH_PTR, s10, s11, WH_P, H_P, WH_P, s2, s3, H_P, WH_P, BM, BN, BK, dt)
@@ -294,52 +319,30 @@ def _fca_bwd_staged_kernel(
             st_blk(DV_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
 
 
+def _launch(kernel, staged_kernel, n_slots: int, tensors: tuple, fh, fw) -> None:
+    """Launch the one-plane-per-program ``kernel`` on (B, C, H, W) ``tensors`` (inputs, then
+    outputs, all contiguous), or ``staged_kernel`` with an ``n_slots`` scratch for large planes."""
+    B, C, H, W = tensors[0].shape
+    H_P, W_P, WH_P = dft.tile_sizes(H, W)
+    tiles = dict(H_P=H_P, W_P=W_P, WH_P=WH_P, num_warps=dft.plane_num_warps(H, W))
+    if dft.is_staged(H, W):
+        scr = dft.scratch(B * C, n_slots, H, W, fh.dtype, tensors[0].device, True)
+        blocks = dft.staged_blocks(H, W)
+        dft.launch(
+            staged_kernel, (B * C,), *tensors, fh, fw, scr, H, W, NSLOT=n_slots, **blocks, **tiles
+        )
+    else:
+        dft.launch(kernel, (B * C,), *tensors, fh, fw, H, W, **tiles)
+
+
 @dft.register_triton_op("hfsti::fft_channel_attention")
 def _fca_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor
 ) -> torch.Tensor:
-    B, C, H, W = q.shape
-    H_P, W_P, WH_P = dft.check_mats(H, W, fh, fw)
+    dft.check_mats(*q.shape[-2:], fh, fw)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     y = torch.empty_like(q)
-    if dft.is_staged(H, W):
-        scr = dft.scratch(B * C, 8, H, W, fh.dtype, q.device, True)
-        dft.launch(
-            _fca_fwd_staged_kernel,
-            (B * C,),
-            q,
-            k,
-            v,
-            y,
-            fh,
-            fw,
-            scr,
-            H,
-            W,
-            H_P=H_P,
-            W_P=W_P,
-            WH_P=WH_P,
-            NSLOT=8,
-            **dft.staged_blocks(H, W),
-            num_warps=dft.plane_num_warps(H, W),
-        )
-        return y
-    dft.launch(
-        _fca_fwd_kernel,
-        (B * C,),
-        q,
-        k,
-        v,
-        y,
-        fh,
-        fw,
-        H,
-        W,
-        H_P=H_P,
-        W_P=W_P,
-        WH_P=WH_P,
-        num_warps=dft.plane_num_warps(H, W),
-    )
+    _launch(_fca_fwd_kernel, _fca_fwd_staged_kernel, 8, (q, k, v, y), fh, fw)
     return y
 
 
@@ -352,54 +355,10 @@ def _fca_bwd_op(
     fh: torch.Tensor,
     fw: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    B, C, H, W = q.shape
-    H_P, W_P, WH_P = dft.check_mats(H, W, fh, fw)
+    dft.check_mats(*q.shape[-2:], fh, fw)
     dy, q, k, v = dy.contiguous(), q.contiguous(), k.contiguous(), v.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(q), torch.empty_like(q)
-    if dft.is_staged(H, W):
-        scr = dft.scratch(B * C, 14, H, W, fh.dtype, q.device, True)
-        dft.launch(
-            _fca_bwd_staged_kernel,
-            (B * C,),
-            dy,
-            q,
-            k,
-            v,
-            dq,
-            dk,
-            dv,
-            fh,
-            fw,
-            scr,
-            H,
-            W,
-            H_P=H_P,
-            W_P=W_P,
-            WH_P=WH_P,
-            NSLOT=14,
-            **dft.staged_blocks(H, W),
-            num_warps=dft.plane_num_warps(H, W),
-        )
-        return dq, dk, dv
-    dft.launch(
-        _fca_bwd_kernel,
-        (B * C,),
-        dy,
-        q,
-        k,
-        v,
-        dq,
-        dk,
-        dv,
-        fh,
-        fw,
-        H,
-        W,
-        H_P=H_P,
-        W_P=W_P,
-        WH_P=WH_P,
-        num_warps=dft.plane_num_warps(H, W),
-    )
+    _launch(_fca_bwd_kernel, _fca_bwd_staged_kernel, 14, (dy, q, k, v, dq, dk, dv), fh, fw)
     return dq, dk, dv
 
 

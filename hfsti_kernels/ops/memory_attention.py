@@ -80,6 +80,68 @@ def _load_row(ptrs, ok, other, EVEN: tl.constexpr):
 
 
 @triton.jit
+def _store_row(ptrs, x, ok, EVEN: tl.constexpr):
+    """Store a 1-D block with the masking of :func:`_load_row`."""
+    if EVEN:
+        tl.store(ptrs, x)
+    else:
+        tl.store(ptrs, x, mask=ok)
+
+
+@triton.jit
+def _program_block(H, BLOCK: tl.constexpr):
+    """This program's (batch*head index, batch, head, block offsets along its blocked dim).
+
+    Every kernel's grid is (cdiv(N, BLOCK), B * H): axis 0 picks the block, axis 1 the
+    (batch, head); batch and head are int64 so that the strided offsets cannot overflow.
+    """
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    return pid_bh, off_b, off_h, offs
+
+
+@triton.jit
+def _tile_ptrs(PTR, off_b, off_h, rows, cols, stride_b, stride_h, stride_r, stride_c):
+    """Pointers to PTR[off_b, off_h, rows, cols] of a (B, H, R, C) tensor with any strides.
+
+    rows and cols come broadcast: (offs_r[:, None], offs_c[None, :]) reads a (R, C) tile,
+    (offs_r[None, :], offs_c[:, None]) the same tile transposed.
+    """
+    return PTR + off_b * stride_b + off_h * stride_h + rows * stride_r + cols * stride_c
+
+
+@triton.jit
+def _scores(
+    q,
+    kt,
+    b_ptrs,
+    n_ok,
+    qk_scale,
+    HAS_BIAS: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Base-2 logits of a (BLOCK_M, BLOCK_N) block, in the accumulator dtype of qk_scale:
+    log2(e) * (scale * q k^T + key_bias), padded key columns NEG_BIG.
+
+    q: (BLOCK_M, BLOCK_D); kt: (BLOCK_D, BLOCK_N), K read transposed; b_ptrs: the block's
+    BLOCK_N key_bias pointers (unused unless HAS_BIAS); n_ok: the valid key columns;
+    qk_scale: scale * log2(e), an fp32 (fp64) scalar.
+    """
+    acc_ty: tl.constexpr = qk_scale.dtype
+    s = tl.dot(q, kt, input_precision=DOT_PRECISION, out_dtype=acc_ty) * qk_scale
+    if HAS_BIAS:
+        bias = _load_row(b_ptrs, n_ok, 0.0, EVEN_N)
+        s += bias.to(acc_ty)[None, :] * tl.full((), _LOG2E, acc_ty)
+    if not EVEN_N:
+        s = tl.where(n_ok[None, :], s, NEG_BIG)
+    return s
+
+
+@triton.jit
 def _fwd_kernel(
     Q_PTR,
     K_PTR,
@@ -131,44 +193,26 @@ def _fwd_kernel(
         log2(sum_j exp2(s_j)) where s = log2(e) * (scale * q k^T + key_bias).
     qk_scale: scale * log2(e).
     """
-    if IS_FP64:
-        acc_ty: tl.constexpr = tl.float64
-    else:
-        acc_ty: tl.constexpr = tl.float32
-    log2e = tl.full((), _LOG2E, acc_ty)
+    acc_ty: tl.constexpr = tl.float64 if IS_FP64 else tl.float32
     qk_scale = tl.full((), qk_scale, acc_ty)
 
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    off_b = (pid_bh // H).to(tl.int64)
-    off_h = (pid_bh % H).to(tl.int64)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    pid_bh, off_b, off_h, offs_m = _program_block(H, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < N_Q
     d_ok = offs_d < HEAD_D
 
-    q_ptrs = (
-        Q_PTR
-        + off_b * stride_qb
-        + off_h * stride_qh
-        + offs_m[:, None] * stride_qm
-        + offs_d[None, :] * stride_qd
+    rows_m, cols_d = offs_m[:, None], offs_d[None, :]
+    q_ptrs = _tile_ptrs(
+        Q_PTR, off_b, off_h, rows_m, cols_d, stride_qb, stride_qh, stride_qm, stride_qd
     )
     # K is read transposed, (BLOCK_D, BLOCK_N), so q @ k^T is a plain dot.
-    kt_ptrs = (
-        K_PTR
-        + off_b * stride_kb
-        + off_h * stride_kh
-        + offs_n[None, :] * stride_kn
-        + offs_d[:, None] * stride_kd
+    rows_nt, cols_dt = offs_n[None, :], offs_d[:, None]
+    kt_ptrs = _tile_ptrs(
+        K_PTR, off_b, off_h, rows_nt, cols_dt, stride_kb, stride_kh, stride_kn, stride_kd
     )
-    v_ptrs = (
-        V_PTR
-        + off_b * stride_vb
-        + off_h * stride_vh
-        + offs_n[:, None] * stride_vn
-        + offs_d[None, :] * stride_vd
+    v_ptrs = _tile_ptrs(
+        V_PTR, off_b, off_h, offs_n[:, None], cols_d, stride_vb, stride_vh, stride_vn, stride_vd
     )
     b_ptrs = BIAS_PTR + off_b * stride_bb + off_h * stride_bh + offs_n * stride_bn
 
@@ -179,12 +223,9 @@ def _fwd_kernel(
     for start_n in range(0, N_K, BLOCK_N):
         n_ok = start_n + offs_n < N_K
         kt = _load_tile(kt_ptrs + start_n * stride_kn, d_ok, n_ok, EVEN_D, EVEN_N)
-        s = tl.dot(q, kt, input_precision=DOT_PRECISION, out_dtype=acc_ty) * qk_scale
-        if HAS_BIAS:
-            bias = _load_row(b_ptrs + start_n * stride_bn, n_ok, 0.0, EVEN_N)
-            s += bias.to(acc_ty)[None, :] * log2e
-        if not EVEN_N:
-            s = tl.where(n_ok[None, :], s, NEG_BIG)
+        s = _scores(
+            q, kt, b_ptrs + start_n * stride_bn, n_ok, qk_scale, HAS_BIAS, EVEN_N, DOT_PRECISION
+        )
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
@@ -196,19 +237,11 @@ def _fwd_kernel(
         m_i = m_new
 
     o = acc / l_i[:, None]
-    o_ptrs = (
-        O_PTR
-        + off_b * stride_ob
-        + off_h * stride_oh
-        + offs_m[:, None] * stride_om
-        + offs_d[None, :] * stride_od
+    o_ptrs = _tile_ptrs(
+        O_PTR, off_b, off_h, rows_m, cols_d, stride_ob, stride_oh, stride_om, stride_od
     )
     _store_tile(o_ptrs, o.to(O_PTR.dtype.element_ty), m_ok, d_ok, EVEN_M, EVEN_D)
-    lse_ptrs = LSE_PTR + pid_bh.to(tl.int64) * N_Q + offs_m
-    if EVEN_M:
-        tl.store(lse_ptrs, m_i + tl.log2(l_i))
-    else:
-        tl.store(lse_ptrs, m_i + tl.log2(l_i), mask=m_ok)
+    _store_row(LSE_PTR + pid_bh.to(tl.int64) * N_Q + offs_m, m_i + tl.log2(l_i), m_ok, EVEN_M)
 
 
 @triton.jit
@@ -239,40 +272,22 @@ def _bwd_preprocess_kernel(
     O_PTR, DO_PTR: (B, H, N_Q, HEAD_D), any strides (dO may be an expanded gradient).
     DELTA_PTR: (B, H, N_Q) contiguous output, fp32 (fp64 for fp64 inputs).
     """
-    if IS_FP64:
-        acc_ty: tl.constexpr = tl.float64
-    else:
-        acc_ty: tl.constexpr = tl.float32
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    off_b = (pid_bh // H).to(tl.int64)
-    off_h = (pid_bh % H).to(tl.int64)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    acc_ty: tl.constexpr = tl.float64 if IS_FP64 else tl.float32
+    pid_bh, off_b, off_h, offs_m = _program_block(H, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < N_Q
     d_ok = offs_d < HEAD_D
-    o_ptrs = (
-        O_PTR
-        + off_b * stride_ob
-        + off_h * stride_oh
-        + offs_m[:, None] * stride_om
-        + offs_d[None, :] * stride_od
+    rows_m, cols_d = offs_m[:, None], offs_d[None, :]
+    o_ptrs = _tile_ptrs(
+        O_PTR, off_b, off_h, rows_m, cols_d, stride_ob, stride_oh, stride_om, stride_od
     )
-    do_ptrs = (
-        DO_PTR
-        + off_b * stride_dob
-        + off_h * stride_doh
-        + offs_m[:, None] * stride_dom
-        + offs_d[None, :] * stride_dod
+    do_ptrs = _tile_ptrs(
+        DO_PTR, off_b, off_h, rows_m, cols_d, stride_dob, stride_doh, stride_dom, stride_dod
     )
     o = _load_tile(o_ptrs, m_ok, d_ok, EVEN_M, EVEN_D).to(acc_ty)
     do = _load_tile(do_ptrs, m_ok, d_ok, EVEN_M, EVEN_D).to(acc_ty)
     delta = tl.sum(o * do, 1)
-    delta_ptrs = DELTA_PTR + pid_bh.to(tl.int64) * N_Q + offs_m
-    if EVEN_M:
-        tl.store(delta_ptrs, delta)
-    else:
-        tl.store(delta_ptrs, delta, mask=m_ok)
+    _store_row(DELTA_PTR + pid_bh.to(tl.int64) * N_Q + offs_m, delta, m_ok, EVEN_M)
 
 
 @triton.jit
@@ -334,37 +349,23 @@ def _bwd_dkdv_kernel(
         HAS_BIAS: dbias[j] = sum_i dS[i, j], summed in a fixed order (deterministic).
     sm_scale: the logit scale; qk_scale: sm_scale * log2(e).
     """
-    if IS_FP64:
-        acc_ty: tl.constexpr = tl.float64
-    else:
-        acc_ty: tl.constexpr = tl.float32
+    acc_ty: tl.constexpr = tl.float64 if IS_FP64 else tl.float32
     log2e = tl.full((), _LOG2E, acc_ty)
     sm_scale = tl.full((), sm_scale, acc_ty)
     qk_scale = tl.full((), qk_scale, acc_ty)
 
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    off_b = (pid_bh // H).to(tl.int64)
-    off_h = (pid_bh % H).to(tl.int64)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    pid_bh, off_b, off_h, offs_n = _program_block(H, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     n_ok = offs_n < N_K
     d_ok = offs_d < HEAD_D
 
-    k_ptrs = (
-        K_PTR
-        + off_b * stride_kb
-        + off_h * stride_kh
-        + offs_n[:, None] * stride_kn
-        + offs_d[None, :] * stride_kd
+    rows_n, cols_d = offs_n[:, None], offs_d[None, :]
+    k_ptrs = _tile_ptrs(
+        K_PTR, off_b, off_h, rows_n, cols_d, stride_kb, stride_kh, stride_kn, stride_kd
     )
-    v_ptrs = (
-        V_PTR
-        + off_b * stride_vb
-        + off_h * stride_vh
-        + offs_n[:, None] * stride_vn
-        + offs_d[None, :] * stride_vd
+    v_ptrs = _tile_ptrs(
+        V_PTR, off_b, off_h, rows_n, cols_d, stride_vb, stride_vh, stride_vn, stride_vd
     )
     k = _load_tile(k_ptrs, n_ok, d_ok, EVEN_N, EVEN_D)
     v = _load_tile(v_ptrs, n_ok, d_ok, EVEN_N, EVEN_D)
@@ -373,19 +374,12 @@ def _bwd_dkdv_kernel(
         bias = _load_row(b_ptrs, n_ok, 0.0, EVEN_N).to(acc_ty) * log2e
 
     # Q and dO read transposed, (BLOCK_D, BLOCK_M).
-    qt_ptrs = (
-        Q_PTR
-        + off_b * stride_qb
-        + off_h * stride_qh
-        + offs_m[None, :] * stride_qm
-        + offs_d[:, None] * stride_qd
+    rows_mt, cols_dt = offs_m[None, :], offs_d[:, None]
+    qt_ptrs = _tile_ptrs(
+        Q_PTR, off_b, off_h, rows_mt, cols_dt, stride_qb, stride_qh, stride_qm, stride_qd
     )
-    dot_ptrs = (
-        DO_PTR
-        + off_b * stride_dob
-        + off_h * stride_doh
-        + offs_m[None, :] * stride_dom
-        + offs_d[:, None] * stride_dod
+    dot_ptrs = _tile_ptrs(
+        DO_PTR, off_b, off_h, rows_mt, cols_dt, stride_dob, stride_doh, stride_dom, stride_dod
     )
     lse_ptrs = LSE_PTR + pid_bh.to(tl.int64) * N_Q + offs_m
     delta_ptrs = DELTA_PTR + pid_bh.to(tl.int64) * N_Q + offs_m
@@ -423,11 +417,7 @@ def _bwd_dkdv_kernel(
     )
     _store_tile(DV_PTR + out_off, dv.to(DV_PTR.dtype.element_ty), n_ok, d_ok, EVEN_N, EVEN_D)
     if HAS_BIAS:
-        dbias_ptrs = DBIAS_PTR + pid_bh.to(tl.int64) * N_K + offs_n
-        if EVEN_N:
-            tl.store(dbias_ptrs, dbias)
-        else:
-            tl.store(dbias_ptrs, dbias, mask=n_ok)
+        _store_row(DBIAS_PTR + pid_bh.to(tl.int64) * N_K + offs_n, dbias, n_ok, EVEN_N)
 
 
 @triton.jit
@@ -484,37 +474,22 @@ def _bwd_dq_kernel(
     DQ_PTR: (B, H, N_Q, HEAD_D) contiguous output, input dtype.
     sm_scale: the logit scale; qk_scale: sm_scale * log2(e).
     """
-    if IS_FP64:
-        acc_ty: tl.constexpr = tl.float64
-    else:
-        acc_ty: tl.constexpr = tl.float32
-    log2e = tl.full((), _LOG2E, acc_ty)
+    acc_ty: tl.constexpr = tl.float64 if IS_FP64 else tl.float32
     sm_scale = tl.full((), sm_scale, acc_ty)
     qk_scale = tl.full((), qk_scale, acc_ty)
 
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    off_b = (pid_bh // H).to(tl.int64)
-    off_h = (pid_bh % H).to(tl.int64)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    pid_bh, off_b, off_h, offs_m = _program_block(H, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < N_Q
     d_ok = offs_d < HEAD_D
 
-    q_ptrs = (
-        Q_PTR
-        + off_b * stride_qb
-        + off_h * stride_qh
-        + offs_m[:, None] * stride_qm
-        + offs_d[None, :] * stride_qd
+    rows_m, cols_d = offs_m[:, None], offs_d[None, :]
+    q_ptrs = _tile_ptrs(
+        Q_PTR, off_b, off_h, rows_m, cols_d, stride_qb, stride_qh, stride_qm, stride_qd
     )
-    do_ptrs = (
-        DO_PTR
-        + off_b * stride_dob
-        + off_h * stride_doh
-        + offs_m[:, None] * stride_dom
-        + offs_d[None, :] * stride_dod
+    do_ptrs = _tile_ptrs(
+        DO_PTR, off_b, off_h, rows_m, cols_d, stride_dob, stride_doh, stride_dom, stride_dod
     )
     q = _load_tile(q_ptrs, m_ok, d_ok, EVEN_M, EVEN_D)
     do = _load_tile(do_ptrs, m_ok, d_ok, EVEN_M, EVEN_D)
@@ -523,19 +498,12 @@ def _bwd_dq_kernel(
     delta = _load_row(DELTA_PTR + pid_bh.to(tl.int64) * N_Q + offs_m, m_ok, 0.0, EVEN_M)
 
     # K and V read transposed, (BLOCK_D, BLOCK_N).
-    kt_ptrs = (
-        K_PTR
-        + off_b * stride_kb
-        + off_h * stride_kh
-        + offs_n[None, :] * stride_kn
-        + offs_d[:, None] * stride_kd
+    rows_nt, cols_dt = offs_n[None, :], offs_d[:, None]
+    kt_ptrs = _tile_ptrs(
+        K_PTR, off_b, off_h, rows_nt, cols_dt, stride_kb, stride_kh, stride_kn, stride_kd
     )
-    vt_ptrs = (
-        V_PTR
-        + off_b * stride_vb
-        + off_h * stride_vh
-        + offs_n[None, :] * stride_vn
-        + offs_d[:, None] * stride_vd
+    vt_ptrs = _tile_ptrs(
+        V_PTR, off_b, off_h, rows_nt, cols_dt, stride_vb, stride_vh, stride_vn, stride_vd
     )
     b_ptrs = BIAS_PTR + off_b * stride_bb + off_h * stride_bh + offs_n * stride_bn
 
@@ -544,12 +512,9 @@ def _bwd_dq_kernel(
         n_ok = start_n + offs_n < N_K
         kt = _load_tile(kt_ptrs + start_n * stride_kn, d_ok, n_ok, EVEN_D, EVEN_N)
         vt = _load_tile(vt_ptrs + start_n * stride_vn, d_ok, n_ok, EVEN_D, EVEN_N)
-        s = tl.dot(q, kt, input_precision=DOT_PRECISION, out_dtype=acc_ty) * qk_scale
-        if HAS_BIAS:
-            bias = _load_row(b_ptrs + start_n * stride_bn, n_ok, 0.0, EVEN_N)
-            s += bias.to(acc_ty)[None, :] * log2e
-        if not EVEN_N:
-            s = tl.where(n_ok[None, :], s, NEG_BIG)
+        s = _scores(
+            q, kt, b_ptrs + start_n * stride_bn, n_ok, qk_scale, HAS_BIAS, EVEN_N, DOT_PRECISION
+        )
         p = tl.exp2(s - lse[:, None])
         dp = tl.dot(do, vt, input_precision=DOT_PRECISION, out_dtype=acc_ty)
         ds = p * (dp - delta[:, None])
@@ -615,17 +580,35 @@ def _dot_precision(dtype: torch.dtype, fp32_precision: str) -> str:
     return fp32_precision if dtype == torch.float32 else "ieee"
 
 
-def _bias_args(key_bias: torch.Tensor | None, q: torch.Tensor) -> tuple:
-    """(pointer, stride_b, stride_h, stride_n): zero strides broadcast a size-1 B or h."""
+def _qkv_strides(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias) -> tuple:
+    """The strides of q, k, v and key_bias, in kernel argument order; zero strides broadcast
+    a size-1 B or h of key_bias (all zero when it is None)."""
     if key_bias is None:
-        return q, 0, 0, 0
-    sb = 0 if key_bias.shape[0] == 1 else key_bias.stride(0)
-    sh = 0 if key_bias.shape[1] == 1 else key_bias.stride(1)
-    return key_bias, sb, sh, key_bias.stride(2)
+        sbb, sbh, sbn = 0, 0, 0
+    else:
+        sbb = 0 if key_bias.shape[0] == 1 else key_bias.stride(0)
+        sbh = 0 if key_bias.shape[1] == 1 else key_bias.stride(1)
+        sbn = key_bias.stride(2)
+    return (*q.stride(), *k.stride(), *v.stride(), sbb, sbh, sbn)
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _head_flags(dtype: torch.dtype, d: int) -> dict:
+    """The constexprs every kernel takes from the dtype and head dim: IS_FP64, EVEN_D, BLOCK_D."""
+    block_d = _block_d(d)
+    return dict(IS_FP64=dtype == torch.float64, EVEN_D=d == block_d, BLOCK_D=block_d)
+
+
+def _launch(kernel, cfg: dict, n_blocks: int, bh: int, n_q: int, n_k: int, *args, **flags):
+    """Launch ``kernel`` on a (n_blocks, B * H) grid with the launch config ``cfg``, adding
+    the EVEN_M and (for a config with a BLOCK_N) EVEN_N flags that drop its masks."""
+    even = {"EVEN_M": n_q % cfg["BLOCK_M"] == 0}
+    if "BLOCK_N" in cfg:
+        even["EVEN_N"] = n_k % cfg["BLOCK_N"] == 0
+    wrap_triton(kernel)[(n_blocks, bh)](*args, **even, **flags, **cfg)
 
 
 # --------------------------------------------------------------------------- torch.library ops
@@ -651,22 +634,20 @@ def _memory_attention_fwd(
     n_k = k.shape[2]
     o, lse = _fwd_outputs(q)
     cfg = _configs(q.dtype, d)["fwd"]
-    bias, sbb, sbh, sbn = _bias_args(key_bias, q)
-    block_d = _block_d(d)
-    grid = (triton.cdiv(n_q, cfg["BLOCK_M"]), B * H)
-    wrap_triton(_fwd_kernel)[grid](
+    _launch(
+        _fwd_kernel,
+        cfg,
+        triton.cdiv(n_q, cfg["BLOCK_M"]),
+        B * H,
+        n_q,
+        n_k,
         q,
         k,
         v,
-        bias,
+        q if key_bias is None else key_bias,
         o,
         lse,
-        *q.stride(),
-        *k.stride(),
-        *v.stride(),
-        sbb,
-        sbh,
-        sbn,
+        *_qkv_strides(q, k, v, key_bias),
         *o.stride(),
         H,
         n_q,
@@ -674,13 +655,8 @@ def _memory_attention_fwd(
         d,
         scale * LOG2E,
         HAS_BIAS=key_bias is not None,
-        IS_FP64=q.dtype == torch.float64,
-        EVEN_M=n_q % cfg["BLOCK_M"] == 0,
-        EVEN_N=n_k % cfg["BLOCK_N"] == 0,
-        EVEN_D=d == block_d,
-        BLOCK_D=block_d,
         DOT_PRECISION=_dot_precision(q.dtype, fp32_precision),
-        **cfg,
+        **_head_flags(q.dtype, d),
     )
     return o, lse
 
@@ -712,16 +688,17 @@ def _memory_attention_bwd(
     n_k = k.shape[2]
     acc_dtype = _acc_dtype(q.dtype)
     cfgs = _configs(q.dtype, d)
-    block_d = _block_d(d)
-    flags = dict(
-        IS_FP64=q.dtype == torch.float64,
-        EVEN_D=d == block_d,
-        BLOCK_D=block_d,
-    )
+    flags = _head_flags(q.dtype, d)
 
     delta = torch.empty((B, H, n_q), dtype=acc_dtype, device=q.device)
     cfg = cfgs["pre"]
-    wrap_triton(_bwd_preprocess_kernel)[(triton.cdiv(n_q, cfg["BLOCK_M"]), B * H)](
+    _launch(
+        _bwd_preprocess_kernel,
+        cfg,
+        triton.cdiv(n_q, cfg["BLOCK_M"]),
+        B * H,
+        n_q,
+        n_k,
         o,
         do,
         delta,
@@ -730,9 +707,7 @@ def _memory_attention_bwd(
         H,
         n_q,
         d,
-        EVEN_M=n_q % cfg["BLOCK_M"] == 0,
         **flags,
-        **cfg,
     )
 
     dq = torch.empty((B, H, n_q, d), dtype=q.dtype, device=q.device)
@@ -740,58 +715,16 @@ def _memory_attention_bwd(
     dv = torch.empty((B, H, n_k, d), dtype=q.dtype, device=q.device)
     has_bias = key_bias is not None
     dbias = torch.empty((B, H, n_k) if has_bias else (0,), dtype=acc_dtype, device=q.device)
-    bias, sbb, sbh, sbn = _bias_args(key_bias, q)
-    common = (
-        *q.stride(),
-        *k.stride(),
-        *v.stride(),
-        sbb,
-        sbh,
-        sbn,
-        *do.stride(),
-        H,
-        n_q,
-        n_k,
-        d,
-        scale,
-        scale * LOG2E,
-    )
+    inputs = (q, k, v, key_bias if has_bias else q, do, lse, delta)
+    scalars = (*_qkv_strides(q, k, v, key_bias), *do.stride(), H, n_q, n_k, d, scale, scale * LOG2E)
     flags.update(HAS_BIAS=has_bias, DOT_PRECISION=_dot_precision(q.dtype, fp32_precision))
-
-    cfg = cfgs["dkdv"]
-    wrap_triton(_bwd_dkdv_kernel)[(triton.cdiv(n_k, cfg["BLOCK_N"]), B * H)](
-        q,
-        k,
-        v,
-        bias,
-        do,
-        lse,
-        delta,
-        dk,
-        dv,
-        dbias,
-        *common,
-        EVEN_M=n_q % cfg["BLOCK_M"] == 0,
-        EVEN_N=n_k % cfg["BLOCK_N"] == 0,
-        **flags,
-        **cfg,
-    )
-    cfg = cfgs["dq"]
-    wrap_triton(_bwd_dq_kernel)[(triton.cdiv(n_q, cfg["BLOCK_M"]), B * H)](
-        q,
-        k,
-        v,
-        bias,
-        do,
-        lse,
-        delta,
-        dq,
-        *common,
-        EVEN_M=n_q % cfg["BLOCK_M"] == 0,
-        EVEN_N=n_k % cfg["BLOCK_N"] == 0,
-        **flags,
-        **cfg,
-    )
+    for kernel, name, outputs, n, block in (
+        (_bwd_dkdv_kernel, "dkdv", (dk, dv, dbias), n_k, "BLOCK_N"),  # a program per key block
+        (_bwd_dq_kernel, "dq", (dq,), n_q, "BLOCK_M"),  # a program per query block
+    ):
+        cfg = cfgs[name]
+        n_blocks = triton.cdiv(n, cfg[block])
+        _launch(kernel, cfg, n_blocks, B * H, n_q, n_k, *inputs, *outputs, *scalars, **flags)
 
     if has_bias:
         # Sum over the dims key_bias broadcasts along; a deterministic reduction.
