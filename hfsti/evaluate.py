@@ -6,14 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from hfsti.data import list_cases, load_frame, load_mask, write_mask
 from hfsti.metrics import METRIC_KEYS, CaseMetrics
 from hfsti.model import HFSTINet
-from hfsti.segment import frame_to_tensor
+from hfsti.segment import frame_to_tensor, probability_map
 from hfsti.stream import VideoSegmenter
 
 
@@ -46,8 +44,7 @@ def evaluate_model(
             for frame_path, mask_path in frames:
                 gt = load_mask(mask_path)
                 logits = segmenter.step(frame_to_tensor(load_frame(frame_path), size, device))
-                prob = torch.sigmoid(F.interpolate(logits, size=gt.shape, mode="bilinear"))
-                prob = prob[0, 0].float().cpu().numpy()
+                prob = probability_map(logits, gt.shape)
                 if save_predictions is not None:
                     write_mask(Path(save_predictions) / case / f"{frame_path.stem}.png", prob)
                 metrics.add(case, prob, gt)

@@ -49,6 +49,13 @@ def frame_to_tensor(rgb: np.ndarray, size: int, device: torch.device) -> torch.T
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True).clamp_(0, 1)
 
 
+def probability_map(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Level-1 logits (1, 1, h, w) -> float32 mask probability (H, W) at ``size`` on the host
+    (the copy synchronises the device)."""
+    prob = torch.sigmoid(F.interpolate(logits.float(), size=size, mode="bilinear"))
+    return prob[0, 0].cpu().numpy()
+
+
 def segment(
     model: HFSTINet,
     source: FrameSource,
@@ -84,13 +91,14 @@ def segment(
         precision = f"{str(model.mean.dtype).removeprefix('torch.')} {model.config.backend}"
     count, resolution, model_seconds = 0, (0, 0), 0.0
     start = time.perf_counter()
-    total = len(source) if source.kind != "video" or source.fps else None
+    try:
+        total = len(source)
+    except TypeError:  # a video whose container does not record its frame count
+        total = None
     for name, rgb in tqdm(source, total=total, desc="segment", unit="frame", disable=not progress):
         h, w = rgb.shape[:2]
         tick = time.perf_counter()
-        logits = segmenter.step(frame_to_tensor(rgb, size, device))
-        prob = torch.sigmoid(F.interpolate(logits, size=(h, w), mode="bilinear"))[0, 0]
-        prob = prob.float().cpu().numpy()  # the copy synchronises the device
+        prob = probability_map(segmenter.step(frame_to_tensor(rgb, size, device)), (h, w))
         model_seconds += time.perf_counter() - tick
         write_mask(out_dir / "masks" / f"{name}.png", prob)
         if overlays:
