@@ -57,6 +57,7 @@ __all__ = [
     "check_mats",
     "plane_num_warps",
     "launch",
+    "launch_planes",
     "register_triton_op",
     "load_plane",
     "store_plane",
@@ -72,9 +73,12 @@ __all__ = [
     "staged_blocks",
     "scratch",
     "slot",
+    "slot_pair",
     "ld_blk",
     "st_blk",
+    "st_cplx_blk",
     "blk_cmm",
+    "staged_inv_w",
 ]
 
 _CACHE: dict[tuple[int, int, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -233,6 +237,29 @@ def launch(kernel, grid, *args, **kwargs) -> None:
     wrap_triton(kernel)[grid](*args, **kwargs)
 
 
+def launch_planes(
+    kernel, staged_kernel, n_slots: int, n_planes: int, H: int, W: int, tensors, fh, fw, *scalars,
+    **consts,
+) -> None:  # fmt: skip
+    """Launch a one-program-per-plane ``kernel`` over ``n_planes`` (H, W) planes, or, for planes
+    on the staged path (:func:`is_staged`), ``staged_kernel`` with an ``n_slots`` scratch.
+
+    Arguments passed: ``*tensors, fh, fw, [scratch,] *scalars, H, W``, then the constexprs
+    ``H_P, W_P, WH_P`` (and ``NSLOT`` and :func:`staged_blocks` if staged), ``consts`` and
+    :func:`plane_num_warps`. The scratch has ``fh``'s dtype and device.
+    """
+    H_P, W_P, WH_P = tile_sizes(H, W)
+    tiles = dict(H_P=H_P, W_P=W_P, WH_P=WH_P, num_warps=plane_num_warps(H, W), **consts)
+    if is_staged(H, W):
+        scr = scratch(n_planes, n_slots, H, W, fh.dtype, fh.device, True)
+        launch(
+            staged_kernel, (n_planes,), *tensors, fh, fw, scr, *scalars, H, W,
+            NSLOT=n_slots, **staged_blocks(H, W), **tiles,
+        )  # fmt: skip
+    else:
+        launch(kernel, (n_planes,), *tensors, fh, fw, *scalars, H, W, **tiles)
+
+
 def register_triton_op(name: str):
     """Decorator: register ``fn`` as the custom op ``name`` (e.g. ``"hfsti::fourier_unit"``).
 
@@ -335,6 +362,14 @@ def slot(SCR_PTR, pid, s, NSLOT: tl.constexpr, H_P: tl.constexpr, WH_P: tl.const
 
 
 @triton.jit
+def slot_pair(
+    SCR_PTR, pid, s: tl.constexpr, NSLOT: tl.constexpr, H_P: tl.constexpr, WH_P: tl.constexpr
+):
+    """Slots s and s + 1 of program pid's scratch: the real and imaginary parts of a plane."""
+    return slot(SCR_PTR, pid, s, NSLOT, H_P, WH_P), slot(SCR_PTR, pid, s + 1, NSLOT, H_P, WH_P)
+
+
+@triton.jit
 def ld_blk(PTR, rs, cs, r0, c0, nr, nc, BR: tl.constexpr, BC: tl.constexpr, DTYPE: tl.constexpr):
     """(BR, BC) block at (r0, c0) of a matrix with strides (rs, cs) and nr x nc valid entries
     (zero outside), as DTYPE."""
@@ -349,6 +384,13 @@ def st_blk(PTR, val, rs, r0, c0, nr, nc, BR: tl.constexpr, BC: tl.constexpr):
     r = r0 + tl.arange(0, BR)[:, None]
     c = c0 + tl.arange(0, BC)[None, :]
     tl.store(PTR + r * rs + c, val.to(PTR.dtype.element_ty), mask=(r < nr) & (c < nc))
+
+
+@triton.jit
+def st_cplx_blk(OUT_R, OUT_I, xr, xi, r0, c0, H_P, WH_P, BM: tl.constexpr, BN: tl.constexpr):
+    """Store a complex (BM, BN) block at (r0, c0) into the (H_P, WH_P) slots OUT_R, OUT_I."""
+    st_blk(OUT_R, xr, WH_P, r0, c0, H_P, WH_P, BM, BN)
+    st_blk(OUT_I, xi, WH_P, r0, c0, H_P, WH_P, BM, BN)
 
 
 @triton.jit
@@ -432,8 +474,7 @@ def staged_row_pass(
                 GB, GB + W_P * WH_P, WH_P, 1, W_P, WH_P,
                 r0, c0, W_P, BM, BN, BK, False, True, DTYPE,
             )  # fmt: skip
-            st_blk(OUT_R, pr, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            st_blk(OUT_I, pi, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_cplx_blk(OUT_R, OUT_I, pr, pi, r0, c0, H_P, WH_P, BM, BN)
 
 
 @triton.jit
@@ -485,8 +526,7 @@ def staged_inv_h(
             rr, ri, ir, ii = staged_col_blk(
                 FH_PTR, YR, YI, y_rs, y_nr, y_nc, r0, c0, H_P, BM, BN, BK, DTYPE
             )
-            st_blk(OUT_R, rr + ii, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            st_blk(OUT_I, ri - ir, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_cplx_blk(OUT_R, OUT_I, rr + ii, ri - ir, r0, c0, H_P, WH_P, BM, BN)
 
 
 @triton.jit
@@ -514,3 +554,15 @@ def staged_inv_w_blk(
         r0, c0, WH_P, BM, BNW, BK, True, True, DTYPE, True,
     )  # fmt: skip
     return rr + ii
+
+
+@triton.jit
+def staged_inv_w(
+    TR, TI, FW_PTR, IDX: tl.constexpr, OUT_PTR, H, W, H_P, W_P, WH_P, BM, BNW, BK, DTYPE
+):
+    """The whole second pass of an inverse (:func:`staged_inv_w_blk` over every block), stored
+    into the contiguous real (H, W) plane at OUT_PTR."""
+    for r0 in range(0, H_P, BM):
+        for c0 in range(0, W_P, BNW):
+            y = staged_inv_w_blk(TR, TI, FW_PTR, IDX, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, DTYPE)
+            st_blk(OUT_PTR, y, W, r0, c0, H, W, BM, BNW)

@@ -33,11 +33,13 @@ from hfsti_kernels.dft import (
     cmul,
     fwd,
     inv,
+    launch_planes,
     load_fh,
     load_fw,
     load_plane,
-    slot,
+    slot_pair,
     st_blk,
+    st_cplx_blk,
     staged_col_blk,
     staged_inv_h,
     staged_inv_w_blk,
@@ -161,14 +163,6 @@ def _fca_bwd_kernel(
 
 
 @triton.jit
-def _slot_pair(
-    SCR_PTR, pid, s: tl.constexpr, NSLOT: tl.constexpr, H_P: tl.constexpr, WH_P: tl.constexpr
-):
-    """Slots s and s + 1 of program pid's scratch: the real and imaginary parts of a plane."""
-    return slot(SCR_PTR, pid, s, NSLOT, H_P, WH_P), slot(SCR_PTR, pid, s + 1, NSLOT, H_P, WH_P)
-
-
-@triton.jit
 def _staged_spectrum_blk(
     FH_PTR,
     YR,
@@ -185,13 +179,6 @@ def _staged_spectrum_blk(
     """Block (r0, c0) of the spectrum ``F_H Y`` of a W pass Y held in slots YR, YI: (re, im)."""
     rr, ri, ir, ii = staged_col_blk(FH_PTR, YR, YI, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, DTYPE)
     return rr - ii, ri + ir
-
-
-@triton.jit
-def _st_cplx_blk(OUT_R, OUT_I, xr, xi, r0, c0, H_P, WH_P, BM, BN):
-    """Store a complex (BM, BN) block at (r0, c0) into the (H_P, WH_P) slots OUT_R, OUT_I."""
-    st_blk(OUT_R, xr, WH_P, r0, c0, H_P, WH_P, BM, BN)
-    st_blk(OUT_I, xi, WH_P, r0, c0, H_P, WH_P, BM, BN)
 
 
 @triton.jit
@@ -222,10 +209,10 @@ def _fca_fwd_staged_kernel(
     pid = tl.program_id(0).to(tl.int64)
     plane = pid * H * W
     dt = FH_PTR.dtype.element_ty
-    s0, s1 = _slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-    s2, s3 = _slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
-    s4, s5 = _slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
-    s6, s7 = _slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
+    s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
+    s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
+    s6, s7 = slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
     staged_row_pass(Q_PTR + plane, W, H, W, FW_PTR, 0, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
     staged_row_pass(K_PTR + plane, W, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt)
     staged_row_pass(V_PTR + plane, W, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt)
@@ -237,7 +224,7 @@ def _fca_fwd_staged_kernel(
             vr, vi = _staged_spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt)
             mr, mi = cmul(kr, ki, vr, vi, False)
             sr, si = cmul(qr, qi, mr, mi, False)
-            _st_cplx_blk(s6, s7, sr, si, r0, c0, H_P, WH_P, BM, BN)
+            st_cplx_blk(s6, s7, sr, si, r0, c0, H_P, WH_P, BM, BN)
     tl.debug_barrier()
     staged_inv_h(FH_PTR, s6, s7, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt)
     tl.debug_barrier()
@@ -278,13 +265,13 @@ def _fca_bwd_staged_kernel(
     pid = tl.program_id(0).to(tl.int64)
     plane = pid * H * W
     dt = FH_PTR.dtype.element_ty
-    s0, s1 = _slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-    s2, s3 = _slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
-    s4, s5 = _slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
-    s6, s7 = _slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
-    s8, s9 = _slot_pair(SCR_PTR, pid, 8, NSLOT, H_P, WH_P)
-    s10, s11 = _slot_pair(SCR_PTR, pid, 10, NSLOT, H_P, WH_P)
-    s12, s13 = _slot_pair(SCR_PTR, pid, 12, NSLOT, H_P, WH_P)
+    s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
+    s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
+    s6, s7 = slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
+    s8, s9 = slot_pair(SCR_PTR, pid, 8, NSLOT, H_P, WH_P)
+    s10, s11 = slot_pair(SCR_PTR, pid, 10, NSLOT, H_P, WH_P)
+    s12, s13 = slot_pair(SCR_PTR, pid, 12, NSLOT, H_P, WH_P)
     # gS: adjoint of irfft2_strict applied to dy = forward transform with Hermitian weights.
     staged_row_pass(DY_PTR + plane, W, H, W, FW_PTR, 2, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
     staged_row_pass(Q_PTR + plane, W, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt)
@@ -298,11 +285,11 @@ def _fca_bwd_staged_kernel(
             kr, ki = _staged_spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt)
             vr, vi = _staged_spectrum_blk(FH_PTR, s6, s7, r0, c0, H_P, WH_P, BM, BN, BK, dt)
             ar, ai = _grad_spectrum(gr, gi, kr, ki, vr, vi)
-            _st_cplx_blk(s8, s9, ar, ai, r0, c0, H_P, WH_P, BM, BN)
+            st_cplx_blk(s8, s9, ar, ai, r0, c0, H_P, WH_P, BM, BN)
             ar, ai = _grad_spectrum(gr, gi, qr, qi, vr, vi)
-            _st_cplx_blk(s10, s11, ar, ai, r0, c0, H_P, WH_P, BM, BN)
+            st_cplx_blk(s10, s11, ar, ai, r0, c0, H_P, WH_P, BM, BN)
             ar, ai = _grad_spectrum(gr, gi, qr, qi, kr, ki)
-            _st_cplx_blk(s12, s13, ar, ai, r0, c0, H_P, WH_P, BM, BN)
+            st_cplx_blk(s12, s13, ar, ai, r0, c0, H_P, WH_P, BM, BN)
     tl.debug_barrier()
     staged_inv_h(FH_PTR, s8, s9, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt)
     staged_inv_h(FH_PTR, s10, s11, WH_P, H_P, WH_P, s2, s3, H_P, WH_P, BM, BN, BK, dt)
@@ -319,22 +306,6 @@ def _fca_bwd_staged_kernel(
             st_blk(DV_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
 
 
-def _launch(kernel, staged_kernel, n_slots: int, tensors: tuple, fh, fw) -> None:
-    """Launch the one-plane-per-program ``kernel`` on (B, C, H, W) ``tensors`` (inputs, then
-    outputs, all contiguous), or ``staged_kernel`` with an ``n_slots`` scratch for large planes."""
-    B, C, H, W = tensors[0].shape
-    H_P, W_P, WH_P = dft.tile_sizes(H, W)
-    tiles = dict(H_P=H_P, W_P=W_P, WH_P=WH_P, num_warps=dft.plane_num_warps(H, W))
-    if dft.is_staged(H, W):
-        scr = dft.scratch(B * C, n_slots, H, W, fh.dtype, tensors[0].device, True)
-        blocks = dft.staged_blocks(H, W)
-        dft.launch(
-            staged_kernel, (B * C,), *tensors, fh, fw, scr, H, W, NSLOT=n_slots, **blocks, **tiles
-        )
-    else:
-        dft.launch(kernel, (B * C,), *tensors, fh, fw, H, W, **tiles)
-
-
 @dft.register_triton_op("hfsti::fft_channel_attention")
 def _fca_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor
@@ -342,7 +313,8 @@ def _fca_op(
     dft.check_mats(*q.shape[-2:], fh, fw)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     y = torch.empty_like(q)
-    _launch(_fca_fwd_kernel, _fca_fwd_staged_kernel, 8, (q, k, v, y), fh, fw)
+    B, C, H, W = q.shape
+    launch_planes(_fca_fwd_kernel, _fca_fwd_staged_kernel, 8, B * C, H, W, (q, k, v, y), fh, fw)
     return y
 
 
@@ -358,7 +330,9 @@ def _fca_bwd_op(
     dft.check_mats(*q.shape[-2:], fh, fw)
     dy, q, k, v = dy.contiguous(), q.contiguous(), k.contiguous(), v.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(q), torch.empty_like(q)
-    _launch(_fca_bwd_kernel, _fca_bwd_staged_kernel, 14, (dy, q, k, v, dq, dk, dv), fh, fw)
+    B, C, H, W = q.shape
+    tensors = (dy, q, k, v, dq, dk, dv)
+    launch_planes(_fca_bwd_kernel, _fca_bwd_staged_kernel, 14, B * C, H, W, tensors, fh, fw)
     return dq, dk, dv
 
 

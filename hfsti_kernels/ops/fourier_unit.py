@@ -51,11 +51,12 @@ from hfsti_kernels.dft import (
     load_fh,
     load_fw,
     load_plane,
-    slot,
+    slot_pair,
     st_blk,
+    st_cplx_blk,
     staged_col_blk,
     staged_inv_h,
-    staged_inv_w_blk,
+    staged_inv_w,
     staged_row_pass,
     store_plane,
 )
@@ -252,6 +253,13 @@ def _sum_batch_kernel(PART_PTR, OUT_PTR, B, N, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def plane_ids(C):
+    """(pid, b, c) of a program of a one-program-per-(b, c)-plane grid (B*C,); pid is int64."""
+    pid = tl.program_id(0).to(tl.int64)
+    return pid, pid // C, pid % C
+
+
+@triton.jit
 def fu_spectrum(
     U_PTR,
     V_PTR,
@@ -445,6 +453,56 @@ def _fu_bwd_kernel(
 
 
 @triton.jit
+def _uv_row_blk(U_PTR, V_PTR, H, W, FW_PTR, r0, c0, H_P, W_P, WH_P, BM, BN, BK, DTYPE):
+    """Block (r0, c0) of ``(u - i v)(Gr + i Gi) = (u Gr + v Gi) + i (u Gi - v Gr)`` along W for
+    the real (H, W) planes at U_PTR, V_PTR: (re, im)."""
+    rr, ri, ir, ii = blk_cmm(
+        U_PTR, V_PTR, W, 1, H, W,
+        FW_PTR, FW_PTR + W_P * WH_P, WH_P, 1, W_P, WH_P,
+        r0, c0, W_P, BM, BN, BK, True, True, DTYPE,
+    )  # fmt: skip
+    return rr + ii, ri - ir
+
+
+@triton.jit
+def _re_col_blk(FH_PTR, YR, YI, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE):
+    """Block (r0, c0) of ``Re F_H Y = Fr Yr - Fi Yi`` along H, Y in two (H_P, WH_P) slots."""
+    rr, _, _, ii = blk_cmm(
+        FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
+        YR, YI, WH_P, 1, H_P, WH_P,
+        r0, c0, H_P, BM, BN, BK, True, True, DTYPE, True,
+    )  # fmt: skip
+    return rr - ii
+
+
+@triton.jit
+def _real_col_blk(FH_PTR, Y, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE):
+    """Block (r0, c0) of ``(Fr Y, Fi Y)`` along H for a real Y in one (H_P, WH_P) slot."""
+    rr, _, ir, _ = blk_cmm(
+        FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
+        Y, Y, WH_P, 1, H_P, WH_P,
+        r0, c0, H_P, BM, BN, BK, True, False, DTYPE,
+    )  # fmt: skip
+    return rr, ir
+
+
+@triton.jit
+def _st_re_fwd_adjoint_blk(
+    TR, TI, FW_PTR, GU_PTR, GV_PTR, H, W, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, DTYPE
+):
+    """Block (r0, c0) of the W pass of :func:`_re_fwd_adjoint` from ``T = (Fr gZ, Fi gZ)`` in
+    two (H_P, WH_P) slots: ``gu = Tr Gr^T - Ti Gi^T``, ``gv = Tr Gi^T + Ti Gr^T``, stored into
+    the (H, W) planes at GU_PTR, GV_PTR."""
+    rr, ri, ir, ii = blk_cmm(
+        TR, TI, WH_P, 1, H_P, WH_P,
+        FW_PTR, FW_PTR + W_P * WH_P, 1, WH_P, WH_P, W_P,
+        r0, c0, WH_P, BM, BNW, BK, True, True, DTYPE,
+    )  # fmt: skip
+    st_blk(GU_PTR, rr - ii, W, r0, c0, H, W, BM, BNW)
+    st_blk(GV_PTR, ri + ir, W, r0, c0, H, W, BM, BNW)
+
+
+@triton.jit
 def fu_spectrum_staged(
     U_PTR,
     V_PTR,
@@ -469,39 +527,30 @@ def fu_spectrum_staged(
     BK: tl.constexpr,
 ):
     """Staged :func:`fu_spectrum` (+ :func:`fu_store_spectrum` if SAVE_Z), then the first
-    (H) pass of the strict inverse: leaves ``conj(F_H) Z`` in slots 0-1 (uses slots 0-5).
+    (H) pass of the strict inverse: leaves ``conj(F_H) Z`` in slots 0-1 (uses slots 0-5) and
+    returns those two slot pointers.
 
     Slots 0-3: ``(u - i v) @ G`` of channels o and o + CO; 4-5: Z (post-ReLU).
     """
     dt = FH_PTR.dtype.element_ty
-    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
-    s2 = slot(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
-    s3 = slot(SCR_PTR, pid, 3, NSLOT, H_P, WH_P)
-    s4 = slot(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
-    s5 = slot(SCR_PTR, pid, 5, NSLOT, H_P, WH_P)
+    s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
+    s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
     HW = H * W
     re_plane = (b * 2 * CO + o) * HW
     im_plane = re_plane + CO * HW
-    G0 = FW_PTR
-    G1 = FW_PTR + W_P * WH_P
-    # (u - i v)(Gr + i Gi) = (u Gr + v Gi) + i (u Gi - v Gr) along W.
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
-            rr, ri, ir, ii = blk_cmm(
-                U_PTR + re_plane, V_PTR + re_plane, W, 1, H, W,
-                G0, G1, WH_P, 1, W_P, WH_P,
-                r0, c0, W_P, BM, BN, BK, True, True, dt,
+            pr, pi = _uv_row_blk(
+                U_PTR + re_plane, V_PTR + re_plane, H, W, FW_PTR, r0, c0,
+                H_P, W_P, WH_P, BM, BN, BK, dt,
             )  # fmt: skip
-            st_blk(s0, rr + ii, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            st_blk(s1, ri - ir, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            rr, ri, ir, ii = blk_cmm(
-                U_PTR + im_plane, V_PTR + im_plane, W, 1, H, W,
-                G0, G1, WH_P, 1, W_P, WH_P,
-                r0, c0, W_P, BM, BN, BK, True, True, dt,
+            st_cplx_blk(s0, s1, pr, pi, r0, c0, H_P, WH_P, BM, BN)
+            pr, pi = _uv_row_blk(
+                U_PTR + im_plane, V_PTR + im_plane, H, W, FW_PTR, r0, c0,
+                H_P, W_P, WH_P, BM, BN, BK, dt,
             )  # fmt: skip
-            st_blk(s2, rr + ii, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            st_blk(s3, ri - ir, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_cplx_blk(s2, s3, pr, pi, r0, c0, H_P, WH_P, BM, BN)
     tl.debug_barrier()
     WH = W // 2 + 1
     zs_plane = (b * 2 * CO + o) * H * WH
@@ -509,27 +558,18 @@ def fu_spectrum_staged(
     bi = tl.load(BIAS_PTR + o + CO).to(dt)
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
-            # Re F_H P = Fr Pr - Fi Pi
-            rr, _, _, ii = blk_cmm(
-                FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
-                s0, s1, WH_P, 1, H_P, WH_P,
-                r0, c0, H_P, BM, BN, BK, True, True, dt, True,
-            )  # fmt: skip
-            zr = tl.maximum(rr - ii + br, 0.0)
-            rr, _, _, ii = blk_cmm(
-                FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
-                s2, s3, WH_P, 1, H_P, WH_P,
-                r0, c0, H_P, BM, BN, BK, True, True, dt, True,
-            )  # fmt: skip
-            zi = tl.maximum(rr - ii + bi, 0.0)
-            st_blk(s4, zr, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            st_blk(s5, zi, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            zr = _re_col_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            zr = tl.maximum(zr + br, 0.0)
+            zi = _re_col_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            zi = tl.maximum(zi + bi, 0.0)
+            st_cplx_blk(s4, s5, zr, zi, r0, c0, H_P, WH_P, BM, BN)
             if SAVE_Z:
                 st_blk(ZS_PTR + zs_plane, zr, WH, r0, c0, H, WH, BM, BN)
                 st_blk(ZS_PTR + zs_plane + CO * H * WH, zi, WH, r0, c0, H, WH, BM, BN)
     tl.debug_barrier()
     staged_inv_h(FH_PTR, s4, s5, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt)
     tl.debug_barrier()
+    return s0, s1
 
 
 @triton.jit
@@ -565,12 +605,9 @@ def fu_backward_tail_staged(
     imaginary channel. ``gu = (Fr gZ) Gr^T - (Fi gZ) Gi^T``, ``gv = (Fr gZ) Gi^T + (Fi gZ) Gr^T``.
     """
     dt = FH_PTR.dtype.element_ty
-    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
-    s2 = slot(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
-    s3 = slot(SCR_PTR, pid, 3, NSLOT, H_P, WH_P)
-    s4 = slot(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
-    s5 = slot(SCR_PTR, pid, 5, NSLOT, H_P, WH_P)
+    s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+    s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
+    s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
     staged_row_pass(G_PTR, g_rs, H, W, FW_PTR, 2, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
     tl.debug_barrier()
     WH = W // 2 + 1
@@ -588,48 +625,29 @@ def fu_backward_tail_staged(
             gzi = tl.where(zi > 0, ri + ir, 0.0)
             sum_r += gzr
             sum_i += gzi
-            st_blk(s2, gzr, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            st_blk(s3, gzi, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            st_cplx_blk(s2, s3, gzr, gzi, r0, c0, H_P, WH_P, BM, BN)
     tl.store(DB_PART_PTR + b * 2 * CO + o, tl.sum(tl.sum(sum_r, axis=1), axis=0))
     tl.store(DB_PART_PTR + b * 2 * CO + o + CO, tl.sum(tl.sum(sum_i, axis=1), axis=0))
     tl.debug_barrier()
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
-            rr, _, ir, _ = blk_cmm(
-                FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
-                s2, s2, WH_P, 1, H_P, WH_P,
-                r0, c0, H_P, BM, BN, BK, True, False, dt,
-            )  # fmt: skip
-            st_blk(s0, rr, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            st_blk(s1, ir, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            rr, _, ir, _ = blk_cmm(
-                FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
-                s3, s3, WH_P, 1, H_P, WH_P,
-                r0, c0, H_P, BM, BN, BK, True, False, dt,
-            )  # fmt: skip
-            st_blk(s4, rr, WH_P, r0, c0, H_P, WH_P, BM, BN)
-            st_blk(s5, ir, WH_P, r0, c0, H_P, WH_P, BM, BN)
+            tr, ti = _real_col_blk(FH_PTR, s2, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            st_cplx_blk(s0, s1, tr, ti, r0, c0, H_P, WH_P, BM, BN)
+            tr, ti = _real_col_blk(FH_PTR, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            st_cplx_blk(s4, s5, tr, ti, r0, c0, H_P, WH_P, BM, BN)
     tl.debug_barrier()
     HW = H * W
     re_plane = (b * 2 * CO + o) * HW
-    G0 = FW_PTR
-    G1 = FW_PTR + W_P * WH_P
     for r0 in range(0, H_P, BM):
         for c0 in range(0, W_P, BNW):
-            rr, ri, ir, ii = blk_cmm(
-                s0, s1, WH_P, 1, H_P, WH_P,
-                G0, G1, 1, WH_P, WH_P, W_P,
-                r0, c0, WH_P, BM, BNW, BK, True, True, dt,
+            _st_re_fwd_adjoint_blk(
+                s0, s1, FW_PTR, GU_PTR + re_plane, GV_PTR + re_plane, H, W, r0, c0,
+                H_P, W_P, WH_P, BM, BNW, BK, dt,
             )  # fmt: skip
-            st_blk(GU_PTR + re_plane, rr - ii, W, r0, c0, H, W, BM, BNW)
-            st_blk(GV_PTR + re_plane, ri + ir, W, r0, c0, H, W, BM, BNW)
-            rr, ri, ir, ii = blk_cmm(
-                s4, s5, WH_P, 1, H_P, WH_P,
-                G0, G1, 1, WH_P, WH_P, W_P,
-                r0, c0, WH_P, BM, BNW, BK, True, True, dt,
+            _st_re_fwd_adjoint_blk(
+                s4, s5, FW_PTR, GU_PTR + re_plane + CO * HW, GV_PTR + re_plane + CO * HW, H, W,
+                r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt,
             )  # fmt: skip
-            st_blk(GU_PTR + re_plane + CO * HW, rr - ii, W, r0, c0, H, W, BM, BNW)
-            st_blk(GV_PTR + re_plane + CO * HW, ri + ir, W, r0, c0, H, W, BM, BNW)
 
 
 @triton.jit
@@ -656,20 +674,13 @@ def _fu_fwd_staged_kernel(
     BK: tl.constexpr,
 ):
     """Staged _fu_fwd_kernel (same arguments); SCR_PTR: (B*CO, NSLOT, H_P, WH_P) scratch."""
-    pid = tl.program_id(0).to(tl.int64)
-    b = pid // CO
-    o = pid % CO
+    pid, b, o = plane_ids(CO)
     dt = FH_PTR.dtype.element_ty
-    fu_spectrum_staged(
+    s0, s1 = fu_spectrum_staged(
         U_PTR, V_PTR, BIAS_PTR, ZS_PTR, SAVE_Z, b, o, CO, H, W, FH_PTR, FW_PTR, SCR_PTR, pid,
         NSLOT, H_P, W_P, WH_P, BM, BN, BK,
     )  # fmt: skip
-    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
-    for r0 in range(0, H_P, BM):
-        for c0 in range(0, W_P, BNW):
-            y = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
-            st_blk(Y_PTR + pid * H * W, y, W, r0, c0, H, W, BM, BNW)
+    staged_inv_w(s0, s1, FW_PTR, 2, Y_PTR + pid * H * W, H, W, H_P, W_P, WH_P, BM, BNW, BK, dt)
 
 
 @triton.jit
@@ -695,9 +706,7 @@ def _fu_bwd_staged_kernel(
     BK: tl.constexpr,
 ):
     """Staged _fu_bwd_kernel (same arguments); SCR_PTR: (B*CO, NSLOT, H_P, WH_P) scratch."""
-    pid = tl.program_id(0).to(tl.int64)
-    b = pid // CO
-    o = pid % CO
+    pid, b, o = plane_ids(CO)
     fu_backward_tail_staged(
         DY_PTR + pid * H * W, W, ZS_PTR, GU_PTR, GV_PTR, DB_PART_PTR, b, o, CO, H, W,
         FH_PTR, FW_PTR, SCR_PTR, pid, NSLOT, H_P, W_P, WH_P, BM, BN, BNW, BK,
@@ -800,6 +809,21 @@ def sum_batch(part: torch.Tensor, shape, dtype: torch.dtype) -> torch.Tensor:
     return out
 
 
+def empty_spectrum(B: int, CO2: int, H: int, W: int, dtype, device, save: bool) -> torch.Tensor:
+    """The post-ReLU spectrum buffer (B, 2C', H, W//2+1) if ``save``, else an empty (0,)."""
+    shape = (B, CO2, H, W // 2 + 1) if save else (0,)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def check_spectrum(zs: torch.Tensor, B: int, CO2: int, H: int, W: int) -> None:
+    """Check that ``zs`` is a saved spectrum (B, 2C', H, W//2+1) (the forward saved one)."""
+    if zs.shape != (B, CO2, H, W // 2 + 1):
+        raise ValueError(
+            f"zs: expected the saved spectrum of shape {(B, CO2, H, W // 2 + 1)}, got "
+            f"{tuple(zs.shape)} (was the forward run with save_spectrum=False?)"
+        )
+
+
 # --------------------------------------------------------------------------- ops
 
 
@@ -813,57 +837,16 @@ def _fu_op(
     save_spectrum: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, C, H, W = x.shape
-    H_P, W_P, WH_P = dft.check_mats(H, W, fh, fw)
+    dft.check_mats(H, W, fh, fw)
     x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
     CO = weight.shape[0] // 2
     u, v, _ = launch_mix(x, weight)
     y = torch.empty(B, CO, H, W, dtype=x.dtype, device=x.device)
-    zs_shape = (B, 2 * CO, H, W // 2 + 1) if save_spectrum else (0,)
-    zs = torch.empty(zs_shape, dtype=u.dtype, device=x.device)
-    if dft.is_staged(H, W):
-        scr = dft.scratch(B * CO, FWD_SLOTS, H, W, u.dtype, x.device, True)
-        dft.launch(
-            _fu_fwd_staged_kernel,
-            (B * CO,),
-            u,
-            v,
-            bias,
-            y,
-            zs,
-            fh,
-            fw,
-            scr,
-            CO,
-            H,
-            W,
-            SAVE_Z=save_spectrum,
-            H_P=H_P,
-            W_P=W_P,
-            WH_P=WH_P,
-            NSLOT=FWD_SLOTS,
-            **dft.staged_blocks(H, W),
-            num_warps=dft.plane_num_warps(H, W),
-        )
-        return y, zs
-    dft.launch(
-        _fu_fwd_kernel,
-        (B * CO,),
-        u,
-        v,
-        bias,
-        y,
-        zs,
-        fh,
-        fw,
-        CO,
-        H,
-        W,
-        SAVE_Z=save_spectrum,
-        H_P=H_P,
-        W_P=W_P,
-        WH_P=WH_P,
-        num_warps=dft.plane_num_warps(H, W),
-    )
+    zs = empty_spectrum(B, 2 * CO, H, W, u.dtype, x.device, save_spectrum)
+    dft.launch_planes(
+        _fu_fwd_kernel, _fu_fwd_staged_kernel, FWD_SLOTS, B * CO, H, W,
+        (u, v, bias, y, zs), fh, fw, CO, SAVE_Z=save_spectrum,
+    )  # fmt: skip
     return y, zs
 
 
@@ -877,61 +860,19 @@ def _fu_bwd_op(
     fw: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     B, C, H, W = x.shape
-    H_P, W_P, WH_P = dft.check_mats(H, W, fh, fw)
+    dft.check_mats(H, W, fh, fw)
     CO2 = weight.shape[0]
     CO = CO2 // 2
-    if zs.shape != (B, CO2, H, W // 2 + 1):
-        raise ValueError(
-            f"zs: expected the saved spectrum of shape {(B, CO2, H, W // 2 + 1)}, got "
-            f"{tuple(zs.shape)} (was the forward run with save_spectrum=False?)"
-        )
+    check_spectrum(zs, B, CO2, H, W)
     dy, x, weight, zs = dy.contiguous(), x.contiguous(), weight.contiguous(), zs.contiguous()
     dt = zs.dtype
     gu = torch.empty(B, CO2, H, W, dtype=dt, device=x.device)
     gv = torch.empty_like(gu)
     db_part = torch.empty(B, CO2, dtype=dt, device=x.device)
-    if dft.is_staged(H, W):
-        scr = dft.scratch(B * CO, BWD_SLOTS, H, W, dt, x.device, True)
-        dft.launch(
-            _fu_bwd_staged_kernel,
-            (B * CO,),
-            dy,
-            zs,
-            gu,
-            gv,
-            db_part,
-            fh,
-            fw,
-            scr,
-            CO,
-            H,
-            W,
-            H_P=H_P,
-            W_P=W_P,
-            WH_P=WH_P,
-            NSLOT=BWD_SLOTS,
-            **dft.staged_blocks(H, W),
-            num_warps=dft.plane_num_warps(H, W),
-        )
-    else:
-        dft.launch(
-            _fu_bwd_kernel,
-            (B * CO,),
-            dy,
-            zs,
-            gu,
-            gv,
-            db_part,
-            fh,
-            fw,
-            CO,
-            H,
-            W,
-            H_P=H_P,
-            W_P=W_P,
-            WH_P=WH_P,
-            num_warps=dft.plane_num_warps(H, W),
-        )
+    dft.launch_planes(
+        _fu_bwd_kernel, _fu_bwd_staged_kernel, BWD_SLOTS, B * CO, H, W,
+        (dy, zs, gu, gv, db_part), fh, fw, CO,
+    )  # fmt: skip
     dx, dw_part = launch_mix_backward(gu, gv, x, weight, x.dtype)
     dweight = sum_batch(dw_part, weight.shape, weight.dtype)
     dbias = sum_batch(db_part, (CO2,), weight.dtype)

@@ -53,12 +53,15 @@ from hfsti_kernels.dft import (
     load_fw,
     load_plane,
     slot,
+    slot_pair,
     st_blk,
     staged_inv_h,
     staged_inv_w_blk,
     store_plane,
 )
 from hfsti_kernels.ops.fourier_unit import (
+    check_spectrum,
+    empty_spectrum,
     fu_backward_tail,
     fu_backward_tail_staged,
     fu_load_spectrum,
@@ -68,6 +71,7 @@ from hfsti_kernels.ops.fourier_unit import (
     launch_mix,
     launch_mix_backward,
     needs_grad,
+    plane_ids,
     sum_batch,
 )
 
@@ -101,6 +105,42 @@ def _dwconv3x3(XC_PTR, DWW_PTR, DWB_PTR, c, H, W, H_P: tl.constexpr, W_P: tl.con
             k = tl.load(DWW_PTR + c * 9 + i * 3 + j).to(DTYPE)
             acc += k * _shifted(XC_PTR, i, j, H, W, H_P, W_P).to(DTYPE)
     return acc
+
+
+@triton.jit
+def _shifted_blk(PLANE_PTR, I: tl.constexpr, J: tl.constexpr, H, W, r0, c0, BR, BC):
+    """Block (r0, c0) of (BR, BC) of :func:`_shifted`."""
+    r = r0 + tl.arange(0, BR)[:, None] + (I - 1)
+    cc = c0 + tl.arange(0, BC)[None, :] + (J - 1)
+    ok = (r >= 0) & (r < H) & (cc >= 0) & (cc < W)
+    return tl.load(PLANE_PTR + r * W + cc, mask=ok, other=0.0)
+
+
+@triton.jit
+def _dwconv3x3_blk(
+    XC_PTR, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BR: tl.constexpr, BC: tl.constexpr, DTYPE
+):
+    """Block (r0, c0) of (BR, BC) of :func:`_dwconv3x3` (conv + bias of the plane at XC_PTR)."""
+    acc = tl.zeros((BR, BC), dtype=DTYPE) + tl.load(DWB_PTR + c).to(DTYPE)
+    for i in tl.static_range(3):
+        for j in tl.static_range(3):
+            k = tl.load(DWW_PTR + c * 9 + i * 3 + j).to(DTYPE)
+            acc += k * _shifted_blk(XC_PTR, i, j, H, W, r0, c0, BR, BC).to(DTYPE)
+    return acc
+
+
+@triton.jit
+def _gelu(f):
+    """Exact (erf) GELU."""
+    return 0.5 * f * (1.0 + tl.math.erf(f * _SQRT1_2))
+
+
+@triton.jit
+def _gelu_mul_bwd(g, f, s):
+    """Gradients of ``gelu(f) * s`` from g: (g_f, g_s) = (g s gelu'(f), g gelu(f))."""
+    cdf = 0.5 * (1.0 + tl.math.erf(f * _SQRT1_2))
+    pdf = tl.exp(-0.5 * f * f) * _INV_SQRT_2PI
+    return g * s * (cdf + f * pdf), g * f * cdf
 
 
 @triton.jit
@@ -208,28 +248,6 @@ def _gf_bwd_kernel(
 
 
 @triton.jit
-def _dwconv3x3_blk(
-    XC_PTR, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BR: tl.constexpr, BC: tl.constexpr, DTYPE
-):
-    """Block (r0, c0) of (BR, BC) of :func:`_dwconv3x3` (conv + bias of the plane at XC_PTR)."""
-    acc = tl.zeros((BR, BC), dtype=DTYPE) + tl.load(DWB_PTR + c).to(DTYPE)
-    for i in tl.static_range(3):
-        for j in tl.static_range(3):
-            k = tl.load(DWW_PTR + c * 9 + i * 3 + j).to(DTYPE)
-            acc += k * _shifted_blk(XC_PTR, i, j, H, W, r0, c0, BR, BC).to(DTYPE)
-    return acc
-
-
-@triton.jit
-def _shifted_blk(PLANE_PTR, I: tl.constexpr, J: tl.constexpr, H, W, r0, c0, BR, BC):
-    """Block (r0, c0) of (BR, BC) of :func:`_shifted`."""
-    r = r0 + tl.arange(0, BR)[:, None] + (I - 1)
-    cc = c0 + tl.arange(0, BC)[None, :] + (J - 1)
-    ok = (r >= 0) & (r < H) & (cc >= 0) & (cc < W)
-    return tl.load(PLANE_PTR + r * W + cc, mask=ok, other=0.0)
-
-
-@triton.jit
 def _gf_fwd_staged_kernel(
     U_PTR,
     V_PTR,
@@ -256,21 +274,17 @@ def _gf_fwd_staged_kernel(
     BK: tl.constexpr,
 ):
     """Staged _gf_fwd_kernel (same arguments); SCR_PTR: (B*C, NSLOT, H_P, WH_P) scratch."""
-    pid = tl.program_id(0).to(tl.int64)
-    b = pid // C
-    c = pid % C
+    pid, b, c = plane_ids(C)
     dt = FH_PTR.dtype.element_ty
-    fu_spectrum_staged(
+    s0, s1 = fu_spectrum_staged(
         U_PTR, V_PTR, FUB_PTR, ZS_PTR, SAVE_Z, b, c, C, H, W, FH_PTR, FW_PTR, SCR_PTR, pid,
         NSLOT, H_P, W_P, WH_P, BM, BN, BK,
     )  # fmt: skip
-    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
     plane = pid * H * W
     for r0 in range(0, H_P, BM):
         for c0 in range(0, W_P, BNW):
             f = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
-            gelu = 0.5 * f * (1.0 + tl.math.erf(f * _SQRT1_2))
+            gelu = _gelu(f)
             s = _dwconv3x3_blk(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BM, BNW, dt)
             st_blk(XFS_PTR + plane, gelu * s, W, r0, c0, H, W, BM, BNW)
 
@@ -308,12 +322,9 @@ def _gf_bwd_staged_kernel(
     Slots 0-1: ``conj(F_H) Z``; 6-7: g_fu as one (H_P, W_P) plane; then the Fourier unit's
     staged tail (slots 0-5).
     """
-    pid = tl.program_id(0).to(tl.int64)
-    b = pid // C
-    c = pid % C
+    pid, b, c = plane_ids(C)
     dt = FH_PTR.dtype.element_ty
-    s0 = slot(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-    s1 = slot(SCR_PTR, pid, 1, NSLOT, H_P, WH_P)
+    s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
     s6 = slot(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
     WH = W // 2 + 1
     zs_plane = (b * 2 * C + c) * H * WH
@@ -331,10 +342,7 @@ def _gf_bwd_staged_kernel(
             f = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
             s = _dwconv3x3_blk(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BM, BNW, dt)
             g = ld_blk(GFS_PTR + plane, W, 1, r0, c0, H, W, BM, BNW, dt)  # zero padding
-            cdf = 0.5 * (1.0 + tl.math.erf(f * _SQRT1_2))
-            pdf = tl.exp(-0.5 * f * f) * _INV_SQRT_2PI
-            g_fu = g * s * (cdf + f * pdf)
-            g_s = g * f * cdf
+            g_fu, g_s = _gelu_mul_bwd(g, f, s)
             st_blk(GS_PTR + plane, g_s, W, r0, c0, H, W, BM, BNW)
             st_blk(s6, g_fu, W_P, r0, c0, H_P, W_P, BM, BNW)
             sum_s += g_s
@@ -366,64 +374,17 @@ def _gf_op(
     save_spectrum: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     B, C, H, W = x_f.shape
-    H_P, W_P, WH_P = dft.check_mats(H, W, fh, fw)
+    dft.check_mats(H, W, fh, fw)
     x_f, x_s, x_0 = x_f.contiguous(), x_s.contiguous(), x_0.contiguous()
     fu_weight, fu_bias = fu_weight.contiguous(), fu_bias.contiguous()
     dw_weight, dw_bias = dw_weight.contiguous(), dw_bias.contiguous()
     u, v, x_c = launch_mix(x_f, fu_weight, x_s, x_0)
     x_fs = torch.empty_like(x_f)
-    zs_shape = (B, 2 * C, H, W // 2 + 1) if save_spectrum else (0,)
-    zs = torch.empty(zs_shape, dtype=u.dtype, device=x_f.device)
-    if dft.is_staged(H, W):
-        scr = dft.scratch(B * C, FWD_SLOTS, H, W, u.dtype, x_f.device, True)
-        dft.launch(
-            _gf_fwd_staged_kernel,
-            (B * C,),
-            u,
-            v,
-            fu_bias,
-            x_c,
-            dw_weight,
-            dw_bias,
-            x_fs,
-            zs,
-            fh,
-            fw,
-            scr,
-            C,
-            H,
-            W,
-            SAVE_Z=save_spectrum,
-            H_P=H_P,
-            W_P=W_P,
-            WH_P=WH_P,
-            NSLOT=FWD_SLOTS,
-            **dft.staged_blocks(H, W),
-            num_warps=dft.plane_num_warps(H, W),
-        )
-    else:
-        dft.launch(
-            _gf_fwd_kernel,
-            (B * C,),
-            u,
-            v,
-            fu_bias,
-            x_c,
-            dw_weight,
-            dw_bias,
-            x_fs,
-            zs,
-            fh,
-            fw,
-            C,
-            H,
-            W,
-            SAVE_Z=save_spectrum,
-            H_P=H_P,
-            W_P=W_P,
-            WH_P=WH_P,
-            num_warps=dft.plane_num_warps(H, W),
-        )
+    zs = empty_spectrum(B, 2 * C, H, W, u.dtype, x_f.device, save_spectrum)
+    dft.launch_planes(
+        _gf_fwd_kernel, _gf_fwd_staged_kernel, FWD_SLOTS, B * C, H, W,
+        (u, v, fu_bias, x_c, dw_weight, dw_bias, x_fs, zs), fh, fw, C, SAVE_Z=save_spectrum,
+    )  # fmt: skip
     return x_c, x_fs, zs
 
 
@@ -440,12 +401,8 @@ def _gf_bwd_op(
     fw: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     B, C, H, W = x_c.shape
-    H_P, W_P, WH_P = dft.check_mats(H, W, fh, fw)
-    if zs.shape != (B, 2 * C, H, W // 2 + 1):
-        raise ValueError(
-            f"zs: expected the saved spectrum of shape {(B, 2 * C, H, W // 2 + 1)}, got "
-            f"{tuple(zs.shape)} (was the forward run with save_spectrum=False?)"
-        )
+    dft.check_mats(H, W, fh, fw)
+    check_spectrum(zs, B, 2 * C, H, W)
     g_c, g_fs, x_c, zs = g_c.contiguous(), g_fs.contiguous(), x_c.contiguous(), zs.contiguous()
     fu_weight, dw_weight, dw_bias = (
         fu_weight.contiguous(),
@@ -460,60 +417,10 @@ def _gf_bwd_op(
     fub_part = torch.empty(B, 2 * C, dtype=dt, device=dev)
     dww_part = torch.empty(B, C, 9, dtype=dt, device=dev)
     dwb_part = torch.empty(B, C, dtype=dt, device=dev)
-    if dft.is_staged(H, W):
-        scr = dft.scratch(B * C, BWD_SLOTS, H, W, dt, dev, True)
-        dft.launch(
-            _gf_bwd_staged_kernel,
-            (B * C,),
-            g_fs,
-            zs,
-            x_c,
-            dw_weight,
-            dw_bias,
-            gu,
-            gv,
-            gs,
-            fub_part,
-            dww_part,
-            dwb_part,
-            fh,
-            fw,
-            scr,
-            C,
-            H,
-            W,
-            H_P=H_P,
-            W_P=W_P,
-            WH_P=WH_P,
-            NSLOT=BWD_SLOTS,
-            **dft.staged_blocks(H, W),
-            num_warps=dft.plane_num_warps(H, W),
-        )
-    else:
-        dft.launch(
-            _gf_bwd_kernel,
-            (B * C,),
-            g_fs,
-            zs,
-            x_c,
-            dw_weight,
-            dw_bias,
-            gu,
-            gv,
-            gs,
-            fub_part,
-            dww_part,
-            dwb_part,
-            fh,
-            fw,
-            C,
-            H,
-            W,
-            H_P=H_P,
-            W_P=W_P,
-            WH_P=WH_P,
-            num_warps=dft.plane_num_warps(H, W),
-        )
+    dft.launch_planes(
+        _gf_bwd_kernel, _gf_bwd_staged_kernel, BWD_SLOTS, B * C, H, W,
+        (g_fs, zs, x_c, dw_weight, dw_bias, gu, gv, gs, fub_part, dww_part, dwb_part), fh, fw, C,
+    )  # fmt: skip
     dx, fuw_part = launch_mix_backward(gu, gv, x_c, fu_weight, x_c.dtype, conv=(g_c, gs, dw_weight))
     pdt = fu_weight.dtype
     d_fuw = sum_batch(fuw_part, fu_weight.shape, pdt)
