@@ -1,11 +1,11 @@
 """Dense DFT matrices and the Triton helpers shared by the FFT kernels.
 
-Design: at the model's sizes (H, W in 11..88) a 2-D real FFT is cheapest as two small dense
-matrix products, ``X = F_H @ x @ G_W``, which Triton lowers to tensor-core ``tl.dot`` and which
-keep every complex intermediate in registers. Complex matrices are carried as separate real and
-imaginary real matrices. Every matrix is zero-padded to power-of-two tiles >= 16 (``tl.dot``'s
-minimum), so a kernel masks only its loads and stores of data, never the matrices, and the padded
-rows and columns of every product are exactly zero.
+Design: at the model's sizes (H, W in 11..88) a 2-D real FFT is cheapest as two small dense matrix
+products, ``X = F_H @ x @ G_W``, which Triton lowers to tensor-core ``tl.dot`` (TF32 or 3xTF32,
+:func:`dot_precision`) and which keep every complex intermediate in registers. Complex matrices are
+carried as separate real and imaginary real matrices. Every matrix is zero-padded to power-of-two
+tiles >= 16 (``tl.dot``'s minimum), so a kernel masks only its loads and stores of data, never the
+matrices, and the padded rows and columns of every product are exactly zero.
 
 Matrices (``norm="ortho"``), built in float64 and cast once per (H, W, dtype, device):
 
@@ -22,17 +22,17 @@ With these, as real-linear maps on (real, imag) tile pairs (``fwd``/``inv`` belo
   rounded), which is the strict convention; its adjoint is ``fwd(.; cGr, cGi)``.
 
 Limits and the staged path: the fast path keeps a whole (H, W) plane as one tile. Compiled for
-sm_90, those plane kernels need 64-80 KB of shared memory at 64x64 tiles (H, W <= 64: the
-model's 11, 22, 44) but 256-320 KB at 128x128 tiles (e.g. 88), over the H100's 227 KB per
-block. Planes with a tile side >= ``STAGED_MIN_TILE`` (128) take the staged path instead
-(:func:`is_staged`, the kernels' ``IS_STAGED`` constexpr): still one program per plane, but
-every transform is split into two passes over (BLOCK x BLOCK) output blocks whose products are
-tiled over the contraction in ``STAGED_BK``-wide steps with operands loaded from global memory
-(:func:`blk_cmm`), and the intermediates (``x @ G`` along W, then ``F_H @ .`` along H, each a
-complex (H_P, WH_P) plane) go through a per-program global scratch buffer ("slots", see
+sm_90, those plane kernels need 48-96 KB of shared memory at 64x64 tiles (H, W <= 64: the model's
+11, 22, 44; ``benchmarks/results/static-sm90/``) but 256-320 KB at 128x128 tiles (e.g. 88), over
+the H100's 227 KB per block. Planes with a tile side >= ``STAGED_MIN_TILE`` (128) take the staged
+path instead (:func:`is_staged`, the ``*_staged_kernel`` twins): still one program per
+plane, but every transform is split into two passes over (BLOCK x BLOCK) output blocks whose
+products are tiled over the contraction in ``STAGED_BK``-wide steps with operands loaded from
+global memory (:func:`blk_cmm`), and the intermediates (``x @ G`` along W, then ``F_H @ .`` along
+H, each a complex (H_P, WH_P) plane) go through a per-program global scratch buffer ("slots", see
 :func:`scratch`) with ``tl.debug_barrier()`` between the passes. The inverse is computed H-first,
-``Re(conj(F_H) Y) A``, so every pass works on independent blocks. Any plane size works there
-(only the scratch grows); the maths is the same, only the association of the sums differs.
+``Re(conj(F_H) Y) A``, so every pass works on independent blocks. Any plane size works there (only
+the scratch grows); the maths is the same, only the association of the sums differs.
 
 Caching: the matrices are built once per key and passed into the ops as tensor arguments, so the
 ops stay pure functions of their inputs. While torch.compile traces, or a CUDA graph captures
@@ -56,6 +56,7 @@ __all__ = [
     "tile_sizes",
     "check_mats",
     "plane_num_warps",
+    "dot_precision",
     "launch",
     "launch_planes",
     "register_triton_op",
@@ -140,6 +141,22 @@ def plane_num_warps(H: int, W: int) -> int:
         return STAGED_NUM_WARPS
     H_P, W_P, _ = tile_sizes(H, W)
     return 4 if H_P * W_P <= 64 * 64 else 8
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision of the FFT kernels for an op whose inputs have ``dtype``.
+
+    The kernels compute in fp32 (fp64 for fp64 inputs), and fp32 tensor-core products round
+    their operands to TF32. Measured with the interpreter's TF32 emulation (tests), the FFT ops
+    come out at a relative error of about 6e-3 with plain TF32 and 3e-6 with 3xTF32. So: plain
+    "tf32" for bf16 inputs (SPEC tolerance 2e-2), "tf32x3" for fp16 (5e-3) and fp32 (1e-5), and
+    "ieee" for fp64. IEEE fp32 products would run on the FMA units instead, at a fraction of the
+    tensor cores' rate, and their unrolled code spills heavily at 64x64 tiles (see
+    ``benchmarks/compile_report.py``).
+    """
+    if dtype == torch.float64:
+        return "ieee"
+    return "tf32" if dtype == torch.bfloat16 else "tf32x3"
 
 
 def check_mats(H: int, W: int, fh: torch.Tensor, fw: torch.Tensor) -> tuple[int, int, int]:
@@ -280,8 +297,8 @@ def register_triton_op(name: str):
 
 
 # --------------------------------------------------------------------------- Triton helpers
-# All matrix products use input_precision="ieee": SPEC 5 asks for rel err <= 1e-5 on fp32
-# inputs, which plain TF32 (about 3e-4) does not meet.
+# Every matrix product takes its input precision from the kernels' DOT constexpr
+# (:func:`dot_precision`).
 
 
 @triton.jit
@@ -324,24 +341,24 @@ def load_fw(FW_PTR, IDX: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr, TR
 
 
 @triton.jit
-def fwd(x, Br, Bi, Fr, Fi):
+def fwd(x, Br, Bi, Fr, Fi, DOT: tl.constexpr):
     """(Re, Im) of ``F_H @ x @ (Br + i Bi)`` for a real tile x (H_P, W_P) -> 2 x (H_P, WH_P)."""
-    pr = tl.dot(x, Br, input_precision="ieee")
-    pi = tl.dot(x, Bi, input_precision="ieee")
-    xr = tl.dot(Fr, pr, input_precision="ieee") - tl.dot(Fi, pi, input_precision="ieee")
-    xi = tl.dot(Fr, pi, input_precision="ieee") + tl.dot(Fi, pr, input_precision="ieee")
+    pr = tl.dot(x, Br, input_precision=DOT)
+    pi = tl.dot(x, Bi, input_precision=DOT)
+    xr = tl.dot(Fr, pr, input_precision=DOT) - tl.dot(Fi, pi, input_precision=DOT)
+    xi = tl.dot(Fr, pi, input_precision=DOT) + tl.dot(Fi, pr, input_precision=DOT)
     return xr, xi
 
 
 @triton.jit
-def inv(yr, yi, Ar, Ai, Fr, Fi):
+def inv(yr, yi, Ar, Ai, Fr, Fi, DOT: tl.constexpr):
     """``Re(conj(F_H) @ (yr + i yi) @ (Ar + i Ai))``: 2 x (H_P, WH_P) -> real (H_P, W_P).
 
     Written as ``Fr (yr Ar + yi Ai) + Fi (yi Ar - yr Ai)`` (F_H is symmetric).
     """
-    ur = tl.dot(yr, Ar, input_precision="ieee") + tl.dot(yi, Ai, input_precision="ieee")
-    ui = tl.dot(yi, Ar, input_precision="ieee") - tl.dot(yr, Ai, input_precision="ieee")
-    return tl.dot(Fr, ur, input_precision="ieee") + tl.dot(Fi, ui, input_precision="ieee")
+    ur = tl.dot(yr, Ar, input_precision=DOT) + tl.dot(yi, Ai, input_precision=DOT)
+    ui = tl.dot(yi, Ar, input_precision=DOT) - tl.dot(yr, Ai, input_precision=DOT)
+    return tl.dot(Fr, ur, input_precision=DOT) + tl.dot(Fi, ui, input_precision=DOT)
 
 
 @triton.jit
@@ -416,6 +433,7 @@ def blk_cmm(
     A_CPLX: tl.constexpr,
     B_CPLX: tl.constexpr,
     DTYPE: tl.constexpr,
+    DOT: tl.constexpr,
     DIAG: tl.constexpr = False,
 ):
     """The (BM, BN) block at (r0, c0) of the four real products of (AR + i AI) @ (BR + i BI).
@@ -432,17 +450,17 @@ def blk_cmm(
     for k0 in range(0, KP, BK):
         ar = ld_blk(AR, a_rs, a_cs, r0, k0, a_nr, a_nk, BM, BK, DTYPE)
         br = ld_blk(BR_, b_rs, b_cs, k0, c0, b_nk, b_nc, BK, BN, DTYPE)
-        rr = tl.dot(ar, br, rr, input_precision="ieee")
+        rr = tl.dot(ar, br, rr, input_precision=DOT)
         if B_CPLX:
             bi = ld_blk(BI_, b_rs, b_cs, k0, c0, b_nk, b_nc, BK, BN, DTYPE)
             if not DIAG:
-                ri = tl.dot(ar, bi, ri, input_precision="ieee")
+                ri = tl.dot(ar, bi, ri, input_precision=DOT)
         if A_CPLX:
             ai = ld_blk(AI, a_rs, a_cs, r0, k0, a_nr, a_nk, BM, BK, DTYPE)
             if not DIAG:
-                ir = tl.dot(ai, br, ir, input_precision="ieee")
+                ir = tl.dot(ai, br, ir, input_precision=DOT)
             if B_CPLX:
-                ii = tl.dot(ai, bi, ii, input_precision="ieee")
+                ii = tl.dot(ai, bi, ii, input_precision=DOT)
     return rr, ri, ir, ii
 
 
@@ -463,6 +481,7 @@ def staged_row_pass(
     BN: tl.constexpr,
     BK: tl.constexpr,
     DTYPE: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """``P = x @ (B_IDX + i B_IDX+1)`` along W for a real (H, W) plane at X_PTR (row stride x_rs)
     into two (H_P, WH_P) slots OUT_R, OUT_I (padded rows/columns exactly zero)."""
@@ -472,7 +491,7 @@ def staged_row_pass(
             pr, pi, _, _ = blk_cmm(
                 X_PTR, X_PTR, x_rs, 1, H, W,
                 GB, GB + W_P * WH_P, WH_P, 1, W_P, WH_P,
-                r0, c0, W_P, BM, BN, BK, False, True, DTYPE,
+                r0, c0, W_P, BM, BN, BK, False, True, DTYPE, DOT,
             )  # fmt: skip
             st_cplx_blk(OUT_R, OUT_I, pr, pi, r0, c0, H_P, WH_P, BM, BN)
 
@@ -492,13 +511,14 @@ def staged_col_blk(
     BN: tl.constexpr,
     BK: tl.constexpr,
     DTYPE: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Block (r0, c0) of the four products (Fr Yr, Fr Yi, Fi Yr, Fi Yi) along H (F_H is
     (H_P, H_P); Y has row stride y_rs and y_nr x y_nc valid entries)."""
     return blk_cmm(
         FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
         YR, YI, y_rs, 1, y_nr, y_nc,
-        r0, c0, H_P, BM, BN, BK, True, True, DTYPE,
+        r0, c0, H_P, BM, BN, BK, True, True, DTYPE, DOT,
     )  # fmt: skip
 
 
@@ -518,13 +538,14 @@ def staged_inv_h(
     BN: tl.constexpr,
     BK: tl.constexpr,
     DTYPE: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """First pass of an inverse, ``T = conj(F_H) Y``: ``Tr = Fr Yr + Fi Yi``,
     ``Ti = Fr Yi - Fi Yr``, into two (H_P, WH_P) slots."""
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
             rr, ri, ir, ii = staged_col_blk(
-                FH_PTR, YR, YI, y_rs, y_nr, y_nc, r0, c0, H_P, BM, BN, BK, DTYPE
+                FH_PTR, YR, YI, y_rs, y_nr, y_nc, r0, c0, H_P, BM, BN, BK, DTYPE, DOT
             )
             st_cplx_blk(OUT_R, OUT_I, rr + ii, ri - ir, r0, c0, H_P, WH_P, BM, BN)
 
@@ -544,6 +565,7 @@ def staged_inv_w_blk(
     BNW: tl.constexpr,
     BK: tl.constexpr,
     DTYPE: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Block (r0, c0) of the second pass of an inverse, ``Tr A_IDX^T + Ti A_IDX+1^T`` along W
     (T in two (H_P, WH_P) slots), a real (BM, BNW) spatial block."""
@@ -551,18 +573,20 @@ def staged_inv_w_blk(
     rr, _, _, ii = blk_cmm(
         TR, TI, WH_P, 1, H_P, WH_P,
         A, A + W_P * WH_P, 1, WH_P, WH_P, W_P,
-        r0, c0, WH_P, BM, BNW, BK, True, True, DTYPE, True,
+        r0, c0, WH_P, BM, BNW, BK, True, True, DTYPE, DOT, True,
     )  # fmt: skip
     return rr + ii
 
 
 @triton.jit
 def staged_inv_w(
-    TR, TI, FW_PTR, IDX: tl.constexpr, OUT_PTR, H, W, H_P, W_P, WH_P, BM, BNW, BK, DTYPE
+    TR, TI, FW_PTR, IDX: tl.constexpr, OUT_PTR, H, W, H_P, W_P, WH_P, BM, BNW, BK, DTYPE, DOT
 ):
     """The whole second pass of an inverse (:func:`staged_inv_w_blk` over every block), stored
     into the contiguous real (H, W) plane at OUT_PTR."""
     for r0 in range(0, H_P, BM):
         for c0 in range(0, W_P, BNW):
-            y = staged_inv_w_blk(TR, TI, FW_PTR, IDX, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, DTYPE)
+            y = staged_inv_w_blk(
+                TR, TI, FW_PTR, IDX, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, DTYPE, DOT
+            )
             st_blk(OUT_PTR, y, W, r0, c0, H, W, BM, BNW)

@@ -1,7 +1,8 @@
 """Test-wide set-up: without a GPU, Triton kernels run in the CPU interpreter.
 
 ``TRITON_INTERPRET`` is read when ``@triton.jit`` decorates a kernel, so it must be set here,
-before any test module imports ``hfsti_kernels``.
+before any test module imports ``hfsti_kernels``. The interpreter is also taught the TF32 dot
+precisions (``tf32_emulation``), so the kernels are held to the precision a GPU delivers.
 """
 
 import os
@@ -10,3 +11,8 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    import tf32_emulation
+
+    tf32_emulation.install()

@@ -96,7 +96,11 @@ def check_against_reference(op, inputs, tol, fn=None):
 SHAPES = [(1, 3, 5, 7), (2, 3, 11, 13), (2, 3, 6, 8)]  # odd, odd (model-like), even W
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16], ids=str)
+# bf16 and fp16 run at different dot precisions (dft.dot_precision): both are checked.
+HALF = [torch.float16, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF], ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("op", OPS)
 def test_matches_reference(op, shape, dtype):
@@ -384,7 +388,7 @@ def test_staged_threshold_at_model_sizes():
     assert not dft.is_staged(44, 44) and not dft.is_staged(64, 64) and not dft.is_staged(11, 11)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF], ids=str)
 @pytest.mark.parametrize("shape", STAGED_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("op", OPS)
 def test_staged_matches_reference(op, shape, dtype, force_staged, monkeypatch):

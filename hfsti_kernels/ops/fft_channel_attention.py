@@ -64,6 +64,7 @@ def _qkv_spectra(
     H_P: tl.constexpr,
     W_P: tl.constexpr,
     WH_P: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """rfft2 of one (H, W) plane of each of q, k, v: (qr, qi, kr, ki, vr, vi), each (H_P, WH_P).
 
@@ -73,9 +74,9 @@ def _qkv_spectra(
     dt = Fr.dtype
     Gr = load_fw(FW_PTR, 0, W_P, WH_P, False)
     Gi = load_fw(FW_PTR, 1, W_P, WH_P, False)
-    qr, qi = fwd(load_plane(Q_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi)
-    kr, ki = fwd(load_plane(K_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi)
-    vr, vi = fwd(load_plane(V_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi)
+    qr, qi = fwd(load_plane(Q_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi, DOT)
+    kr, ki = fwd(load_plane(K_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi, DOT)
+    vr, vi = fwd(load_plane(V_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi, DOT)
     return qr, qi, kr, ki, vr, vi
 
 
@@ -99,6 +100,7 @@ def _fca_fwd_kernel(
     H_P: tl.constexpr,
     W_P: tl.constexpr,
     WH_P: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """One program per (b, c) plane.
 
@@ -108,13 +110,13 @@ def _fca_fwd_kernel(
     plane = tl.program_id(0).to(tl.int64) * H * W
     Fr, Fi = load_fh(FH_PTR, H_P)
     qr, qi, kr, ki, vr, vi = _qkv_spectra(
-        Q_PTR, K_PTR, V_PTR, plane, FW_PTR, H, W, Fr, Fi, H_P, W_P, WH_P
+        Q_PTR, K_PTR, V_PTR, plane, FW_PTR, H, W, Fr, Fi, H_P, W_P, WH_P, DOT
     )
     mr, mi = cmul(kr, ki, vr, vi, False)
     sr, si = cmul(qr, qi, mr, mi, False)
     Er = load_fw(FW_PTR, 2, W_P, WH_P, True)
     Ei = load_fw(FW_PTR, 3, W_P, WH_P, True)
-    store_plane(Y_PTR + plane, inv(sr, si, Er, Ei, Fr, Fi), H, W, H_P, W_P)
+    store_plane(Y_PTR + plane, inv(sr, si, Er, Ei, Fr, Fi, DOT), H, W, H_P, W_P)
 
 
 @triton.jit
@@ -133,6 +135,7 @@ def _fca_bwd_kernel(
     H_P: tl.constexpr,
     W_P: tl.constexpr,
     WH_P: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """One program per (b, c) plane.
 
@@ -144,19 +147,19 @@ def _fca_bwd_kernel(
     # gS: adjoint of irfft2_strict applied to dy = forward transform with Hermitian weights.
     Cr = load_fw(FW_PTR, 2, W_P, WH_P, False)
     Ci = load_fw(FW_PTR, 3, W_P, WH_P, False)
-    gr, gi = fwd(load_plane(DY_PTR + plane, H, W, H_P, W_P, Fr.dtype), Cr, Ci, Fr, Fi)
+    gr, gi = fwd(load_plane(DY_PTR + plane, H, W, H_P, W_P, Fr.dtype), Cr, Ci, Fr, Fi, DOT)
     qr, qi, kr, ki, vr, vi = _qkv_spectra(
-        Q_PTR, K_PTR, V_PTR, plane, FW_PTR, H, W, Fr, Fi, H_P, W_P, WH_P
+        Q_PTR, K_PTR, V_PTR, plane, FW_PTR, H, W, Fr, Fi, H_P, W_P, WH_P, DOT
     )
     # The adjoint of rfft2 is an inverse with the unweighted, transposed G.
     GrT = load_fw(FW_PTR, 0, W_P, WH_P, True)
     GiT = load_fw(FW_PTR, 1, W_P, WH_P, True)
     ar, ai = _grad_spectrum(gr, gi, kr, ki, vr, vi)
-    store_plane(DQ_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi), H, W, H_P, W_P)
+    store_plane(DQ_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi, DOT), H, W, H_P, W_P)
     ar, ai = _grad_spectrum(gr, gi, qr, qi, vr, vi)
-    store_plane(DK_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi), H, W, H_P, W_P)
+    store_plane(DK_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi, DOT), H, W, H_P, W_P)
     ar, ai = _grad_spectrum(gr, gi, qr, qi, kr, ki)
-    store_plane(DV_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi), H, W, H_P, W_P)
+    store_plane(DV_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi, DOT), H, W, H_P, W_P)
 
 
 # --------------------------------------------------------------------------- staged path
@@ -175,9 +178,12 @@ def _staged_spectrum_blk(
     BN: tl.constexpr,
     BK: tl.constexpr,
     DTYPE: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Block (r0, c0) of the spectrum ``F_H Y`` of a W pass Y held in slots YR, YI: (re, im)."""
-    rr, ri, ir, ii = staged_col_blk(FH_PTR, YR, YI, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, DTYPE)
+    rr, ri, ir, ii = staged_col_blk(
+        FH_PTR, YR, YI, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, DTYPE, DOT
+    )
     return rr - ii, ri + ir
 
 
@@ -200,6 +206,7 @@ def _fca_fwd_staged_kernel(
     BN: tl.constexpr,
     BNW: tl.constexpr,
     BK: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Staged forward, one program per (b, c) plane (arguments as in _fca_fwd_kernel).
 
@@ -213,24 +220,24 @@ def _fca_fwd_staged_kernel(
     s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
     s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
     s6, s7 = slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
-    staged_row_pass(Q_PTR + plane, W, H, W, FW_PTR, 0, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
-    staged_row_pass(K_PTR + plane, W, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt)
-    staged_row_pass(V_PTR + plane, W, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(Q_PTR + plane, W, H, W, FW_PTR, 0, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
+    staged_row_pass(K_PTR + plane, W, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
+    staged_row_pass(V_PTR + plane, W, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
     tl.debug_barrier()
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
-            qr, qi = _staged_spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt)
-            kr, ki = _staged_spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt)
-            vr, vi = _staged_spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            qr, qi = _staged_spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+            kr, ki = _staged_spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+            vr, vi = _staged_spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
             mr, mi = cmul(kr, ki, vr, vi, False)
             sr, si = cmul(qr, qi, mr, mi, False)
             st_cplx_blk(s6, s7, sr, si, r0, c0, H_P, WH_P, BM, BN)
     tl.debug_barrier()
-    staged_inv_h(FH_PTR, s6, s7, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt)
+    staged_inv_h(FH_PTR, s6, s7, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
     tl.debug_barrier()
     for r0 in range(0, H_P, BM):
         for c0 in range(0, W_P, BNW):
-            y = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            y = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
             st_blk(Y_PTR + plane, y, W, r0, c0, H, W, BM, BNW)
 
 
@@ -256,6 +263,7 @@ def _fca_bwd_staged_kernel(
     BN: tl.constexpr,
     BNW: tl.constexpr,
     BK: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Staged backward, one program per (b, c) plane (arguments as in _fca_bwd_kernel).
 
@@ -273,17 +281,17 @@ def _fca_bwd_staged_kernel(
     s10, s11 = slot_pair(SCR_PTR, pid, 10, NSLOT, H_P, WH_P)
     s12, s13 = slot_pair(SCR_PTR, pid, 12, NSLOT, H_P, WH_P)
     # gS: adjoint of irfft2_strict applied to dy = forward transform with Hermitian weights.
-    staged_row_pass(DY_PTR + plane, W, H, W, FW_PTR, 2, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
-    staged_row_pass(Q_PTR + plane, W, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt)
-    staged_row_pass(K_PTR + plane, W, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt)
-    staged_row_pass(V_PTR + plane, W, H, W, FW_PTR, 0, s6, s7, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(DY_PTR + plane, W, H, W, FW_PTR, 2, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
+    staged_row_pass(Q_PTR + plane, W, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
+    staged_row_pass(K_PTR + plane, W, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
+    staged_row_pass(V_PTR + plane, W, H, W, FW_PTR, 0, s6, s7, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
     tl.debug_barrier()
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
-            gr, gi = _staged_spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt)
-            qr, qi = _staged_spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt)
-            kr, ki = _staged_spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt)
-            vr, vi = _staged_spectrum_blk(FH_PTR, s6, s7, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            gr, gi = _staged_spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+            qr, qi = _staged_spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+            kr, ki = _staged_spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+            vr, vi = _staged_spectrum_blk(FH_PTR, s6, s7, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
             ar, ai = _grad_spectrum(gr, gi, kr, ki, vr, vi)
             st_cplx_blk(s8, s9, ar, ai, r0, c0, H_P, WH_P, BM, BN)
             ar, ai = _grad_spectrum(gr, gi, qr, qi, vr, vi)
@@ -291,18 +299,18 @@ def _fca_bwd_staged_kernel(
             ar, ai = _grad_spectrum(gr, gi, qr, qi, kr, ki)
             st_cplx_blk(s12, s13, ar, ai, r0, c0, H_P, WH_P, BM, BN)
     tl.debug_barrier()
-    staged_inv_h(FH_PTR, s8, s9, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt)
-    staged_inv_h(FH_PTR, s10, s11, WH_P, H_P, WH_P, s2, s3, H_P, WH_P, BM, BN, BK, dt)
-    staged_inv_h(FH_PTR, s12, s13, WH_P, H_P, WH_P, s4, s5, H_P, WH_P, BM, BN, BK, dt)
+    staged_inv_h(FH_PTR, s8, s9, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
+    staged_inv_h(FH_PTR, s10, s11, WH_P, H_P, WH_P, s2, s3, H_P, WH_P, BM, BN, BK, dt, DOT)
+    staged_inv_h(FH_PTR, s12, s13, WH_P, H_P, WH_P, s4, s5, H_P, WH_P, BM, BN, BK, dt, DOT)
     tl.debug_barrier()
     # The adjoint of rfft2 is an inverse with the unweighted, transposed G.
     for r0 in range(0, H_P, BM):
         for c0 in range(0, W_P, BNW):
-            d = staged_inv_w_blk(s0, s1, FW_PTR, 0, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            d = staged_inv_w_blk(s0, s1, FW_PTR, 0, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
             st_blk(DQ_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
-            d = staged_inv_w_blk(s2, s3, FW_PTR, 0, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            d = staged_inv_w_blk(s2, s3, FW_PTR, 0, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
             st_blk(DK_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
-            d = staged_inv_w_blk(s4, s5, FW_PTR, 0, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            d = staged_inv_w_blk(s4, s5, FW_PTR, 0, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
             st_blk(DV_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
 
 
@@ -314,7 +322,18 @@ def _fca_op(
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     y = torch.empty_like(q)
     B, C, H, W = q.shape
-    launch_planes(_fca_fwd_kernel, _fca_fwd_staged_kernel, 8, B * C, H, W, (q, k, v, y), fh, fw)
+    launch_planes(
+        _fca_fwd_kernel,
+        _fca_fwd_staged_kernel,
+        8,
+        B * C,
+        H,
+        W,
+        (q, k, v, y),
+        fh,
+        fw,
+        DOT=dft.dot_precision(q.dtype),
+    )
     return y
 
 
@@ -332,7 +351,18 @@ def _fca_bwd_op(
     dq, dk, dv = torch.empty_like(q), torch.empty_like(q), torch.empty_like(q)
     B, C, H, W = q.shape
     tensors = (dy, q, k, v, dq, dk, dv)
-    launch_planes(_fca_bwd_kernel, _fca_bwd_staged_kernel, 14, B * C, H, W, tensors, fh, fw)
+    launch_planes(
+        _fca_bwd_kernel,
+        _fca_bwd_staged_kernel,
+        14,
+        B * C,
+        H,
+        W,
+        tensors,
+        fh,
+        fw,
+        DOT=dft.dot_precision(q.dtype),
+    )
     return dq, dk, dv
 
 

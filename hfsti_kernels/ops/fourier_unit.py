@@ -29,7 +29,7 @@ Large planes (a tile side >= dft.STAGED_MIN_TILE, e.g. 88x88) take the staged sp
 (``_fu_*_staged_kernel``, see dft.py): the same maths, one program per (b, o) plane, each
 transform split into a W pass and an H pass over small blocks, intermediates in a per-program
 global scratch of ``FWD_SLOTS`` / ``BWD_SLOTS`` (H_P, WH_P) slots.
-fp16/bf16/fp32 are computed in fp32 (``input_precision="ieee"``), float64 in float64.
+fp16/bf16/fp32 are computed in fp32 (products at ``dft.dot_precision``), float64 in float64.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def _mix_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """``u = W[:, :C] @ x``, ``v = W[:, C:] @ x`` per batch; grid (cdiv(HW, BN), cdiv(CO2, BM), B).
 
@@ -116,8 +117,8 @@ def _mix_kernel(
         w_off = offs_m[:, None] * (2 * C) + offs_k[None, :]
         a = tl.load(W_PTR + w_off, mask=w_mask, other=0.0).to(dt)
         bb = tl.load(W_PTR + w_off + C, mask=w_mask, other=0.0).to(dt)
-        acc_u += tl.dot(a, x, input_precision="ieee")
-        acc_v += tl.dot(bb, x, input_precision="ieee")
+        acc_u += tl.dot(a, x, input_precision=DOT)
+        acc_v += tl.dot(bb, x, input_precision=DOT)
     o_mask = (offs_m[:, None] < CO2) & (offs_n[None, :] < HW)
     o_off = b * CO2 * HW + offs_m[:, None] * HW + offs_n[None, :]
     tl.store(U_PTR + o_off, acc_u, mask=o_mask)
@@ -141,6 +142,7 @@ def _mix_dx_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """``dx = W[:, :C]^T gu + W[:, C:]^T gv``; grid (cdiv(HW, BN), cdiv(C, BM), B).
 
@@ -168,8 +170,8 @@ def _mix_dx_kernel(
         g_off = b * CO2 * HW + offs_k[:, None] * HW + offs_n[None, :]
         gu = tl.load(GU_PTR + g_off, mask=g_mask, other=0.0)
         gv = tl.load(GV_PTR + g_off, mask=g_mask, other=0.0)
-        acc += tl.dot(at, gu, input_precision="ieee")
-        acc += tl.dot(bt, gv, input_precision="ieee")
+        acc += tl.dot(at, gu, input_precision=DOT)
+        acc += tl.dot(bt, gv, input_precision=DOT)
     o_mask = m_ok[:, None] & n_ok[None, :]
     o_off = b * C * HW + offs_m[:, None] * HW + offs_n[None, :]
     if HAS_CONV:
@@ -204,6 +206,7 @@ def _mix_dw_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Per-batch weight-gradient partials; grid (cdiv(C, BN), cdiv(CO2, BM), B).
 
@@ -227,8 +230,8 @@ def _mix_dw_kernel(
         x_mask = (offs_k[:, None] < HW) & (offs_n[None, :] < C)
         x_off = b * C * HW + offs_n[None, :] * HW + offs_k[:, None]  # (BK, BN) view of x^T
         xt = tl.load(X_PTR + x_off, mask=x_mask, other=0.0).to(dt)
-        acc_a += tl.dot(gu, xt, input_precision="ieee")
-        acc_b += tl.dot(gv, xt, input_precision="ieee")
+        acc_a += tl.dot(gu, xt, input_precision=DOT)
+        acc_b += tl.dot(gv, xt, input_precision=DOT)
     o_mask = (offs_m[:, None] < CO2) & (offs_n[None, :] < C)
     o_off = b * CO2 * 2 * C + offs_m[:, None] * (2 * C) + offs_n[None, :]
     tl.store(PART_PTR + o_off, acc_a, mask=o_mask)
@@ -275,6 +278,7 @@ def fu_spectrum(
     H_P: tl.constexpr,
     W_P: tl.constexpr,
     WH_P: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Post-ReLU spectrum (zr, zi), each (H_P, WH_P), of output channel o of batch b.
 
@@ -289,14 +293,14 @@ def fu_spectrum(
     im_plane = re_plane + CO * HW
     u = load_plane(U_PTR + re_plane, H, W, H_P, W_P, dt)
     v = load_plane(V_PTR + re_plane, H, W, H_P, W_P, dt)
-    pr = tl.dot(u, Gr, input_precision="ieee") + tl.dot(v, Gi, input_precision="ieee")
-    pi = tl.dot(u, Gi, input_precision="ieee") - tl.dot(v, Gr, input_precision="ieee")
-    zr = tl.dot(Fr, pr, input_precision="ieee") - tl.dot(Fi, pi, input_precision="ieee")
+    pr = tl.dot(u, Gr, input_precision=DOT) + tl.dot(v, Gi, input_precision=DOT)
+    pi = tl.dot(u, Gi, input_precision=DOT) - tl.dot(v, Gr, input_precision=DOT)
+    zr = tl.dot(Fr, pr, input_precision=DOT) - tl.dot(Fi, pi, input_precision=DOT)
     u = load_plane(U_PTR + im_plane, H, W, H_P, W_P, dt)
     v = load_plane(V_PTR + im_plane, H, W, H_P, W_P, dt)
-    pr = tl.dot(u, Gr, input_precision="ieee") + tl.dot(v, Gi, input_precision="ieee")
-    pi = tl.dot(u, Gi, input_precision="ieee") - tl.dot(v, Gr, input_precision="ieee")
-    zi = tl.dot(Fr, pr, input_precision="ieee") - tl.dot(Fi, pi, input_precision="ieee")
+    pr = tl.dot(u, Gr, input_precision=DOT) + tl.dot(v, Gi, input_precision=DOT)
+    pi = tl.dot(u, Gi, input_precision=DOT) - tl.dot(v, Gr, input_precision=DOT)
+    zi = tl.dot(Fr, pr, input_precision=DOT) - tl.dot(Fi, pi, input_precision=DOT)
     zr = tl.maximum(zr + tl.load(BIAS_PTR + o).to(dt), 0.0)
     zi = tl.maximum(zi + tl.load(BIAS_PTR + o + CO).to(dt), 0.0)
     return zr, zi
@@ -322,15 +326,15 @@ def fu_load_spectrum(ZS_PTR, b, o, CO, H, W, H_P: tl.constexpr, WH_P: tl.constex
 
 
 @triton.jit
-def _re_fwd_adjoint(g, GrT, GiT, Fr, Fi):
+def _re_fwd_adjoint(g, GrT, GiT, Fr, Fi, DOT: tl.constexpr):
     """Adjoint of ``(u, v) -> Re F(u - i v)`` (F = rfft2) at g (H_P, WH_P) -> (gu, gv) (H_P, W_P).
 
     ``gu = rfft2^T(g + 0i)``, ``gv = rfft2^T(0 + i g)`` (see dft.inv with the transposed G).
     """
-    t1 = tl.dot(g, GrT, input_precision="ieee")
-    t2 = tl.dot(g, GiT, input_precision="ieee")
-    gu = tl.dot(Fr, t1, input_precision="ieee") - tl.dot(Fi, t2, input_precision="ieee")
-    gv = tl.dot(Fr, t2, input_precision="ieee") + tl.dot(Fi, t1, input_precision="ieee")
+    t1 = tl.dot(g, GrT, input_precision=DOT)
+    t2 = tl.dot(g, GiT, input_precision=DOT)
+    gu = tl.dot(Fr, t1, input_precision=DOT) - tl.dot(Fi, t2, input_precision=DOT)
+    gv = tl.dot(Fr, t2, input_precision=DOT) + tl.dot(Fi, t1, input_precision=DOT)
     return gu, gv
 
 
@@ -353,6 +357,7 @@ def fu_backward_tail(
     H_P: tl.constexpr,
     W_P: tl.constexpr,
     WH_P: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """From g = dL/dy (H_P, W_P) of output plane (b, o): bias partials and gu, gv planes.
 
@@ -361,7 +366,7 @@ def fu_backward_tail(
     """
     Cr = load_fw(FW_PTR, 2, W_P, WH_P, False)
     Ci = load_fw(FW_PTR, 3, W_P, WH_P, False)
-    gyr, gyi = fwd(g, Cr, Ci, Fr, Fi)  # adjoint of irfft2_strict
+    gyr, gyi = fwd(g, Cr, Ci, Fr, Fi, DOT)  # adjoint of irfft2_strict
     gzr = tl.where(zr > 0, gyr, 0.0)
     gzi = tl.where(zi > 0, gyi, 0.0)
     tl.store(DB_PART_PTR + b * 2 * CO + o, tl.sum(tl.sum(gzr, axis=1), axis=0))
@@ -370,10 +375,10 @@ def fu_backward_tail(
     GiT = load_fw(FW_PTR, 1, W_P, WH_P, True)
     HW = H * W
     re_plane = (b * 2 * CO + o) * HW
-    gu, gv = _re_fwd_adjoint(gzr, GrT, GiT, Fr, Fi)
+    gu, gv = _re_fwd_adjoint(gzr, GrT, GiT, Fr, Fi, DOT)
     store_plane(GU_PTR + re_plane, gu, H, W, H_P, W_P)
     store_plane(GV_PTR + re_plane, gv, H, W, H_P, W_P)
-    gu, gv = _re_fwd_adjoint(gzi, GrT, GiT, Fr, Fi)
+    gu, gv = _re_fwd_adjoint(gzi, GrT, GiT, Fr, Fi, DOT)
     store_plane(GU_PTR + re_plane + CO * HW, gu, H, W, H_P, W_P)
     store_plane(GV_PTR + re_plane + CO * HW, gv, H, W, H_P, W_P)
 
@@ -397,6 +402,7 @@ def _fu_fwd_kernel(
     H_P: tl.constexpr,
     W_P: tl.constexpr,
     WH_P: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """One program per (b, o) output plane, o < CO.
 
@@ -408,12 +414,14 @@ def _fu_fwd_kernel(
     b = pid // CO
     o = pid % CO
     Fr, Fi = load_fh(FH_PTR, H_P)
-    zr, zi = fu_spectrum(U_PTR, V_PTR, BIAS_PTR, b, o, CO, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P)
+    zr, zi = fu_spectrum(
+        U_PTR, V_PTR, BIAS_PTR, b, o, CO, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P, DOT
+    )
     if SAVE_Z:
         fu_store_spectrum(ZS_PTR, zr, zi, b, o, CO, H, W, H_P, WH_P)
     Er = load_fw(FW_PTR, 2, W_P, WH_P, True)
     Ei = load_fw(FW_PTR, 3, W_P, WH_P, True)
-    store_plane(Y_PTR + pid * H * W, inv(zr, zi, Er, Ei, Fr, Fi), H, W, H_P, W_P)
+    store_plane(Y_PTR + pid * H * W, inv(zr, zi, Er, Ei, Fr, Fi, DOT), H, W, H_P, W_P)
 
 
 @triton.jit
@@ -431,6 +439,7 @@ def _fu_bwd_kernel(
     H_P: tl.constexpr,
     W_P: tl.constexpr,
     WH_P: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """One program per (b, o) output plane, o < CO.
 
@@ -445,7 +454,7 @@ def _fu_bwd_kernel(
     zr, zi = fu_load_spectrum(ZS_PTR, b, o, CO, H, W, H_P, WH_P, dt)
     g = load_plane(DY_PTR + pid * H * W, H, W, H_P, W_P, dt)
     fu_backward_tail(
-        g, zr, zi, GU_PTR, GV_PTR, DB_PART_PTR, b, o, CO, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P
+        g, zr, zi, GU_PTR, GV_PTR, DB_PART_PTR, b, o, CO, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P, DOT
     )
 
 
@@ -453,42 +462,42 @@ def _fu_bwd_kernel(
 
 
 @triton.jit
-def _uv_row_blk(U_PTR, V_PTR, H, W, FW_PTR, r0, c0, H_P, W_P, WH_P, BM, BN, BK, DTYPE):
+def _uv_row_blk(U_PTR, V_PTR, H, W, FW_PTR, r0, c0, H_P, W_P, WH_P, BM, BN, BK, DTYPE, DOT):
     """Block (r0, c0) of ``(u - i v)(Gr + i Gi) = (u Gr + v Gi) + i (u Gi - v Gr)`` along W for
     the real (H, W) planes at U_PTR, V_PTR: (re, im)."""
     rr, ri, ir, ii = blk_cmm(
         U_PTR, V_PTR, W, 1, H, W,
         FW_PTR, FW_PTR + W_P * WH_P, WH_P, 1, W_P, WH_P,
-        r0, c0, W_P, BM, BN, BK, True, True, DTYPE,
+        r0, c0, W_P, BM, BN, BK, True, True, DTYPE, DOT,
     )  # fmt: skip
     return rr + ii, ri - ir
 
 
 @triton.jit
-def _re_col_blk(FH_PTR, YR, YI, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE):
+def _re_col_blk(FH_PTR, YR, YI, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE, DOT):
     """Block (r0, c0) of ``Re F_H Y = Fr Yr - Fi Yi`` along H, Y in two (H_P, WH_P) slots."""
     rr, _, _, ii = blk_cmm(
         FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
         YR, YI, WH_P, 1, H_P, WH_P,
-        r0, c0, H_P, BM, BN, BK, True, True, DTYPE, True,
+        r0, c0, H_P, BM, BN, BK, True, True, DTYPE, DOT, True,
     )  # fmt: skip
     return rr - ii
 
 
 @triton.jit
-def _real_col_blk(FH_PTR, Y, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE):
+def _real_col_blk(FH_PTR, Y, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE, DOT):
     """Block (r0, c0) of ``(Fr Y, Fi Y)`` along H for a real Y in one (H_P, WH_P) slot."""
     rr, _, ir, _ = blk_cmm(
         FH_PTR, FH_PTR + H_P * H_P, H_P, 1, H_P, H_P,
         Y, Y, WH_P, 1, H_P, WH_P,
-        r0, c0, H_P, BM, BN, BK, True, False, DTYPE,
+        r0, c0, H_P, BM, BN, BK, True, False, DTYPE, DOT,
     )  # fmt: skip
     return rr, ir
 
 
 @triton.jit
 def _st_re_fwd_adjoint_blk(
-    TR, TI, FW_PTR, GU_PTR, GV_PTR, H, W, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, DTYPE
+    TR, TI, FW_PTR, GU_PTR, GV_PTR, H, W, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, DTYPE, DOT
 ):
     """Block (r0, c0) of the W pass of :func:`_re_fwd_adjoint` from ``T = (Fr gZ, Fi gZ)`` in
     two (H_P, WH_P) slots: ``gu = Tr Gr^T - Ti Gi^T``, ``gv = Tr Gi^T + Ti Gr^T``, stored into
@@ -496,7 +505,7 @@ def _st_re_fwd_adjoint_blk(
     rr, ri, ir, ii = blk_cmm(
         TR, TI, WH_P, 1, H_P, WH_P,
         FW_PTR, FW_PTR + W_P * WH_P, 1, WH_P, WH_P, W_P,
-        r0, c0, WH_P, BM, BNW, BK, True, True, DTYPE,
+        r0, c0, WH_P, BM, BNW, BK, True, True, DTYPE, DOT,
     )  # fmt: skip
     st_blk(GU_PTR, rr - ii, W, r0, c0, H, W, BM, BNW)
     st_blk(GV_PTR, ri + ir, W, r0, c0, H, W, BM, BNW)
@@ -525,6 +534,7 @@ def fu_spectrum_staged(
     BM: tl.constexpr,
     BN: tl.constexpr,
     BK: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Staged :func:`fu_spectrum` (+ :func:`fu_store_spectrum` if SAVE_Z), then the first
     (H) pass of the strict inverse: leaves ``conj(F_H) Z`` in slots 0-1 (uses slots 0-5) and
@@ -543,12 +553,12 @@ def fu_spectrum_staged(
         for c0 in range(0, WH_P, BN):
             pr, pi = _uv_row_blk(
                 U_PTR + re_plane, V_PTR + re_plane, H, W, FW_PTR, r0, c0,
-                H_P, W_P, WH_P, BM, BN, BK, dt,
+                H_P, W_P, WH_P, BM, BN, BK, dt, DOT,
             )  # fmt: skip
             st_cplx_blk(s0, s1, pr, pi, r0, c0, H_P, WH_P, BM, BN)
             pr, pi = _uv_row_blk(
                 U_PTR + im_plane, V_PTR + im_plane, H, W, FW_PTR, r0, c0,
-                H_P, W_P, WH_P, BM, BN, BK, dt,
+                H_P, W_P, WH_P, BM, BN, BK, dt, DOT,
             )  # fmt: skip
             st_cplx_blk(s2, s3, pr, pi, r0, c0, H_P, WH_P, BM, BN)
     tl.debug_barrier()
@@ -558,16 +568,16 @@ def fu_spectrum_staged(
     bi = tl.load(BIAS_PTR + o + CO).to(dt)
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
-            zr = _re_col_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            zr = _re_col_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
             zr = tl.maximum(zr + br, 0.0)
-            zi = _re_col_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            zi = _re_col_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
             zi = tl.maximum(zi + bi, 0.0)
             st_cplx_blk(s4, s5, zr, zi, r0, c0, H_P, WH_P, BM, BN)
             if SAVE_Z:
                 st_blk(ZS_PTR + zs_plane, zr, WH, r0, c0, H, WH, BM, BN)
                 st_blk(ZS_PTR + zs_plane + CO * H * WH, zi, WH, r0, c0, H, WH, BM, BN)
     tl.debug_barrier()
-    staged_inv_h(FH_PTR, s4, s5, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt)
+    staged_inv_h(FH_PTR, s4, s5, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
     tl.debug_barrier()
     return s0, s1
 
@@ -597,6 +607,7 @@ def fu_backward_tail_staged(
     BN: tl.constexpr,
     BNW: tl.constexpr,
     BK: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Staged :func:`fu_backward_tail` (uses slots 0-5); g = dL/dy is the real (H, W) plane at
     G_PTR with row stride g_rs, read only in its first pass; ZS_PTR as in fu_load_spectrum.
@@ -608,7 +619,7 @@ def fu_backward_tail_staged(
     s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
     s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
     s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
-    staged_row_pass(G_PTR, g_rs, H, W, FW_PTR, 2, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt)
+    staged_row_pass(G_PTR, g_rs, H, W, FW_PTR, 2, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
     tl.debug_barrier()
     WH = W // 2 + 1
     zs_plane = (b * 2 * CO + o) * H * WH
@@ -617,7 +628,7 @@ def fu_backward_tail_staged(
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
             rr, ri, ir, ii = staged_col_blk(
-                FH_PTR, s0, s1, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt
+                FH_PTR, s0, s1, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, dt, DOT
             )
             zr = ld_blk(ZS_PTR + zs_plane, WH, 1, r0, c0, H, WH, BM, BN, dt)
             zi = ld_blk(ZS_PTR + zs_plane + CO * H * WH, WH, 1, r0, c0, H, WH, BM, BN, dt)
@@ -631,9 +642,9 @@ def fu_backward_tail_staged(
     tl.debug_barrier()
     for r0 in range(0, H_P, BM):
         for c0 in range(0, WH_P, BN):
-            tr, ti = _real_col_blk(FH_PTR, s2, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            tr, ti = _real_col_blk(FH_PTR, s2, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
             st_cplx_blk(s0, s1, tr, ti, r0, c0, H_P, WH_P, BM, BN)
-            tr, ti = _real_col_blk(FH_PTR, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt)
+            tr, ti = _real_col_blk(FH_PTR, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
             st_cplx_blk(s4, s5, tr, ti, r0, c0, H_P, WH_P, BM, BN)
     tl.debug_barrier()
     HW = H * W
@@ -642,11 +653,11 @@ def fu_backward_tail_staged(
         for c0 in range(0, W_P, BNW):
             _st_re_fwd_adjoint_blk(
                 s0, s1, FW_PTR, GU_PTR + re_plane, GV_PTR + re_plane, H, W, r0, c0,
-                H_P, W_P, WH_P, BM, BNW, BK, dt,
+                H_P, W_P, WH_P, BM, BNW, BK, dt, DOT,
             )  # fmt: skip
             _st_re_fwd_adjoint_blk(
                 s4, s5, FW_PTR, GU_PTR + re_plane + CO * HW, GV_PTR + re_plane + CO * HW, H, W,
-                r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt,
+                r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT,
             )  # fmt: skip
 
 
@@ -672,15 +683,16 @@ def _fu_fwd_staged_kernel(
     BN: tl.constexpr,
     BNW: tl.constexpr,
     BK: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Staged _fu_fwd_kernel (same arguments); SCR_PTR: (B*CO, NSLOT, H_P, WH_P) scratch."""
     pid, b, o = plane_ids(CO)
     dt = FH_PTR.dtype.element_ty
     s0, s1 = fu_spectrum_staged(
         U_PTR, V_PTR, BIAS_PTR, ZS_PTR, SAVE_Z, b, o, CO, H, W, FH_PTR, FW_PTR, SCR_PTR, pid,
-        NSLOT, H_P, W_P, WH_P, BM, BN, BK,
+        NSLOT, H_P, W_P, WH_P, BM, BN, BK, DOT,
     )  # fmt: skip
-    staged_inv_w(s0, s1, FW_PTR, 2, Y_PTR + pid * H * W, H, W, H_P, W_P, WH_P, BM, BNW, BK, dt)
+    staged_inv_w(s0, s1, FW_PTR, 2, Y_PTR + pid * H * W, H, W, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
 
 
 @triton.jit
@@ -704,12 +716,13 @@ def _fu_bwd_staged_kernel(
     BN: tl.constexpr,
     BNW: tl.constexpr,
     BK: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Staged _fu_bwd_kernel (same arguments); SCR_PTR: (B*CO, NSLOT, H_P, WH_P) scratch."""
     pid, b, o = plane_ids(CO)
     fu_backward_tail_staged(
         DY_PTR + pid * H * W, W, ZS_PTR, GU_PTR, GV_PTR, DB_PART_PTR, b, o, CO, H, W,
-        FH_PTR, FW_PTR, SCR_PTR, pid, NSLOT, H_P, W_P, WH_P, BM, BN, BNW, BK,
+        FH_PTR, FW_PTR, SCR_PTR, pid, NSLOT, H_P, W_P, WH_P, BM, BN, BNW, BK, DOT,
     )  # fmt: skip
 
 
@@ -748,6 +761,7 @@ def launch_mix(x, weight, x_s=None, x_0=None):
         BLOCK_M=BM,
         BLOCK_N=BN,
         BLOCK_K=BK,
+        DOT=dft.dot_precision(x.dtype),
     )
     return u, v, x_c
 
@@ -779,6 +793,7 @@ def launch_mix_backward(gu, gv, x, weight, dx_dtype, conv=None):
         BLOCK_M=BM,
         BLOCK_N=BN,
         BLOCK_K=BK,
+        DOT=dft.dot_precision(dx_dtype),
     )
     part = torch.empty(B, CO2, 2 * C, dtype=dt, device=x.device)
     BM, BN = _pow2_block(CO2, 16, 64), _pow2_block(C, 16, 64)
@@ -795,6 +810,7 @@ def launch_mix_backward(gu, gv, x, weight, dx_dtype, conv=None):
         BLOCK_M=BM,
         BLOCK_N=BN,
         BLOCK_K=64,
+        DOT=dft.dot_precision(dx_dtype),
     )
     return dx, part
 
@@ -845,7 +861,7 @@ def _fu_op(
     zs = empty_spectrum(B, 2 * CO, H, W, u.dtype, x.device, save_spectrum)
     dft.launch_planes(
         _fu_fwd_kernel, _fu_fwd_staged_kernel, FWD_SLOTS, B * CO, H, W,
-        (u, v, bias, y, zs), fh, fw, CO, SAVE_Z=save_spectrum,
+        (u, v, bias, y, zs), fh, fw, CO, SAVE_Z=save_spectrum, DOT=dft.dot_precision(x.dtype),
     )  # fmt: skip
     return y, zs
 
@@ -871,7 +887,7 @@ def _fu_bwd_op(
     db_part = torch.empty(B, CO2, dtype=dt, device=x.device)
     dft.launch_planes(
         _fu_bwd_kernel, _fu_bwd_staged_kernel, BWD_SLOTS, B * CO, H, W,
-        (dy, zs, gu, gv, db_part), fh, fw, CO,
+        (dy, zs, gu, gv, db_part), fh, fw, CO, DOT=dft.dot_precision(x.dtype),
     )  # fmt: skip
     dx, dw_part = launch_mix_backward(gu, gv, x, weight, x.dtype)
     dweight = sum_batch(dw_part, weight.shape, weight.dtype)

@@ -31,7 +31,7 @@ Large planes (a tile side >= dft.STAGED_MIN_TILE, e.g. 88x88) take the staged ke
 (``_gf_*_staged_kernel``, see dft.py and fourier_unit.py): the same maths, one program per
 (b, c) plane, transforms in W and H passes over small blocks via a per-program global scratch
 (``FWD_SLOTS`` / ``BWD_SLOTS`` slots of (H_P, WH_P); the backward keeps g_fu in slots 6-7).
-fp16/bf16/fp32 are computed in fp32 (``input_precision="ieee"``), float64 in float64;
+fp16/bf16/fp32 are computed in fp32 (products at ``dft.dot_precision``), float64 in float64;
 x_c is returned in the input dtype from an fp32 sum (one rounding, not the reference's two).
 """
 
@@ -162,6 +162,7 @@ def _gf_fwd_kernel(
     H_P: tl.constexpr,
     W_P: tl.constexpr,
     WH_P: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """One program per (b, c) plane.
 
@@ -175,12 +176,12 @@ def _gf_fwd_kernel(
     c = pid % C
     Fr, Fi = load_fh(FH_PTR, H_P)
     dt = Fr.dtype
-    zr, zi = fu_spectrum(U_PTR, V_PTR, FUB_PTR, b, c, C, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P)
+    zr, zi = fu_spectrum(U_PTR, V_PTR, FUB_PTR, b, c, C, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P, DOT)
     if SAVE_Z:
         fu_store_spectrum(ZS_PTR, zr, zi, b, c, C, H, W, H_P, WH_P)
     Er = load_fw(FW_PTR, 2, W_P, WH_P, True)
     Ei = load_fw(FW_PTR, 3, W_P, WH_P, True)
-    f = inv(zr, zi, Er, Ei, Fr, Fi)
+    f = inv(zr, zi, Er, Ei, Fr, Fi, DOT)
     gelu = 0.5 * f * (1.0 + tl.math.erf(f * _SQRT1_2))
     plane = pid * H * W
     s = _dwconv3x3(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, H_P, W_P, dt)
@@ -208,6 +209,7 @@ def _gf_bwd_kernel(
     H_P: tl.constexpr,
     W_P: tl.constexpr,
     WH_P: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """One program per (b, c) plane.
 
@@ -225,7 +227,7 @@ def _gf_bwd_kernel(
     zr, zi = fu_load_spectrum(ZS_PTR, b, c, C, H, W, H_P, WH_P, dt)
     Er = load_fw(FW_PTR, 2, W_P, WH_P, True)
     Ei = load_fw(FW_PTR, 3, W_P, WH_P, True)
-    f = inv(zr, zi, Er, Ei, Fr, Fi)
+    f = inv(zr, zi, Er, Ei, Fr, Fi, DOT)
     plane = pid * H * W
     s = _dwconv3x3(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, H_P, W_P, dt)
     g = load_plane(GFS_PTR + plane, H, W, H_P, W_P, dt)  # zero padding: padded terms vanish
@@ -240,7 +242,24 @@ def _gf_bwd_kernel(
             xs = _shifted(XC_PTR + plane, i, j, H, W, H_P, W_P).to(dt)
             tl.store(DWW_PART_PTR + pid * 9 + i * 3 + j, tl.sum(tl.sum(g_s * xs, axis=1), axis=0))
     fu_backward_tail(
-        g_fu, zr, zi, GU_PTR, GV_PTR, FUB_PART_PTR, b, c, C, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P
+        g_fu,
+        zr,
+        zi,
+        GU_PTR,
+        GV_PTR,
+        FUB_PART_PTR,
+        b,
+        c,
+        C,
+        H,
+        W,
+        FW_PTR,
+        Fr,
+        Fi,
+        H_P,
+        W_P,
+        WH_P,
+        DOT,
     )
 
 
@@ -272,18 +291,19 @@ def _gf_fwd_staged_kernel(
     BN: tl.constexpr,
     BNW: tl.constexpr,
     BK: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Staged _gf_fwd_kernel (same arguments); SCR_PTR: (B*C, NSLOT, H_P, WH_P) scratch."""
     pid, b, c = plane_ids(C)
     dt = FH_PTR.dtype.element_ty
     s0, s1 = fu_spectrum_staged(
         U_PTR, V_PTR, FUB_PTR, ZS_PTR, SAVE_Z, b, c, C, H, W, FH_PTR, FW_PTR, SCR_PTR, pid,
-        NSLOT, H_P, W_P, WH_P, BM, BN, BK,
+        NSLOT, H_P, W_P, WH_P, BM, BN, BK, DOT,
     )  # fmt: skip
     plane = pid * H * W
     for r0 in range(0, H_P, BM):
         for c0 in range(0, W_P, BNW):
-            f = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            f = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
             gelu = _gelu(f)
             s = _dwconv3x3_blk(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BM, BNW, dt)
             st_blk(XFS_PTR + plane, gelu * s, W, r0, c0, H, W, BM, BNW)
@@ -316,6 +336,7 @@ def _gf_bwd_staged_kernel(
     BN: tl.constexpr,
     BNW: tl.constexpr,
     BK: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Staged _gf_bwd_kernel (same arguments); SCR_PTR: (B*C, NSLOT, H_P, WH_P) scratch.
 
@@ -330,7 +351,7 @@ def _gf_bwd_staged_kernel(
     zs_plane = (b * 2 * C + c) * H * WH
     staged_inv_h(
         FH_PTR, ZS_PTR + zs_plane, ZS_PTR + zs_plane + C * H * WH, WH, H, WH, s0, s1,
-        H_P, WH_P, BM, BN, BK, dt,
+        H_P, WH_P, BM, BN, BK, dt, DOT,
     )  # fmt: skip
     tl.debug_barrier()
     plane = pid * H * W
@@ -339,7 +360,7 @@ def _gf_bwd_staged_kernel(
     sum_w = tl.zeros((16,), dtype=dt)
     for r0 in range(0, H_P, BM):
         for c0 in range(0, W_P, BNW):
-            f = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt)
+            f = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
             s = _dwconv3x3_blk(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BM, BNW, dt)
             g = ld_blk(GFS_PTR + plane, W, 1, r0, c0, H, W, BM, BNW, dt)  # zero padding
             g_fu, g_s = _gelu_mul_bwd(g, f, s)
@@ -356,7 +377,7 @@ def _gf_bwd_staged_kernel(
     tl.debug_barrier()
     fu_backward_tail_staged(
         s6, W_P, ZS_PTR, GU_PTR, GV_PTR, FUB_PART_PTR, b, c, C, H, W,
-        FH_PTR, FW_PTR, SCR_PTR, pid, NSLOT, H_P, W_P, WH_P, BM, BN, BNW, BK,
+        FH_PTR, FW_PTR, SCR_PTR, pid, NSLOT, H_P, W_P, WH_P, BM, BN, BNW, BK, DOT,
     )  # fmt: skip
 
 
@@ -383,7 +404,8 @@ def _gf_op(
     zs = empty_spectrum(B, 2 * C, H, W, u.dtype, x_f.device, save_spectrum)
     dft.launch_planes(
         _gf_fwd_kernel, _gf_fwd_staged_kernel, FWD_SLOTS, B * C, H, W,
-        (u, v, fu_bias, x_c, dw_weight, dw_bias, x_fs, zs), fh, fw, C, SAVE_Z=save_spectrum,
+        (u, v, fu_bias, x_c, dw_weight, dw_bias, x_fs, zs), fh, fw, C,
+        SAVE_Z=save_spectrum, DOT=dft.dot_precision(x_f.dtype),
     )  # fmt: skip
     return x_c, x_fs, zs
 
@@ -420,6 +442,7 @@ def _gf_bwd_op(
     dft.launch_planes(
         _gf_bwd_kernel, _gf_bwd_staged_kernel, BWD_SLOTS, B * C, H, W,
         (g_fs, zs, x_c, dw_weight, dw_bias, gu, gv, gs, fub_part, dww_part, dwb_part), fh, fw, C,
+        DOT=dft.dot_precision(x_c.dtype),
     )  # fmt: skip
     dx, fuw_part = launch_mix_backward(gu, gv, x_c, fu_weight, x_c.dtype, conv=(g_c, gs, dw_weight))
     pdt = fu_weight.dtype

@@ -29,10 +29,10 @@ no program holds more than a few small tiles whatever the plane size. Passes:
   then the sigmoid derivative, all in one kernel.
 
 No atomics, fixed reduction orders: bitwise reproducible. Computation is in float32 for
-fp16/bf16/fp32 inputs and float64 for float64 inputs (eps enters the kernels as a float32
-scalar; its rounding changes the result by about 1e-16 of eps). Limits: any B, H, W >= 1; the
-DFT matrices are dense, O(H^2 + W^2) memory and O(H W (H + W)) work per image, fine up to the
-model's 352 x 352.
+fp16/bf16/fp32 inputs (products at ``dft.dot_precision``) and float64 for float64 inputs (eps
+enters the kernels as a float32 scalar; its rounding changes the result by about 1e-16 of eps).
+Limits: any B, H, W >= 1; the DFT matrices are dense, O(H^2 + W^2) memory and O(H W (H + W))
+work per image, fine up to the model's 352 x 352.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ from hfsti_kernels._backend import select_backend
 
 __all__ = ["spectral_correlation_loss"]
 
-# Output blocks 32 x 32, contraction blocks 16 wide, 8 warps: FMA dots (ieee fp32/fp64) hold
-# whole operand rows per thread, and this is the largest choice that compiles for sm_90 without
-# register spills in float32 and float64.
+# Output blocks 32 x 32, contraction blocks 16 wide, 8 warps: chosen when the products were
+# FMA dots (ieee fp32), as the largest blocks that compile for sm_90 without register spills in
+# float32 and float64; products now run at ``dft.dot_precision`` (benchmarks/compile_report.py).
 OUT_BLOCK = 32
 RED_BLOCK = 16
 NUM_WARPS = 8
@@ -91,6 +91,7 @@ def _scc_fwd_kernel(
     BL: tl.constexpr,
     BH: tl.constexpr,
     BW: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Grid (B, cdiv(H, BK), cdiv(W // 2 + 1, BL)); one program per spectrum block.
 
@@ -130,17 +131,17 @@ def _scc_fwd_kernel(
             g_off = w[:, None] * WH_P + l[None, :]
             gr = tl.load(FW_PTR + g_off)
             gi = tl.load(FW_PTR + W_P * WH_P + g_off)
-            ur += tl.dot(s, gr, input_precision="ieee")
-            ui += tl.dot(s, gi, input_precision="ieee")
-            vr += tl.dot(t, gr, input_precision="ieee")
-            vi += tl.dot(t, gi, input_precision="ieee")
+            ur += tl.dot(s, gr, input_precision=DOT)
+            ui += tl.dot(s, gi, input_precision=DOT)
+            vr += tl.dot(t, gr, input_precision=DOT)
+            vi += tl.dot(t, gi, input_precision=DOT)
         f_off = k[:, None] * H_P + h[None, :]
         fr = tl.load(FH_PTR + f_off)
         fi = tl.load(FH_PTR + H_P * H_P + f_off)
-        xr += tl.dot(fr, ur, input_precision="ieee") - tl.dot(fi, ui, input_precision="ieee")
-        xi += tl.dot(fr, ui, input_precision="ieee") + tl.dot(fi, ur, input_precision="ieee")
-        tr += tl.dot(fr, vr, input_precision="ieee") - tl.dot(fi, vi, input_precision="ieee")
-        ti += tl.dot(fr, vi, input_precision="ieee") + tl.dot(fi, vr, input_precision="ieee")
+        xr += tl.dot(fr, ur, input_precision=DOT) - tl.dot(fi, ui, input_precision=DOT)
+        xi += tl.dot(fr, ui, input_precision=DOT) + tl.dot(fi, ur, input_precision=DOT)
+        tr += tl.dot(fr, vr, input_precision=DOT) - tl.dot(fi, vi, input_precision=DOT)
+        ti += tl.dot(fr, vi, input_precision=DOT) + tl.dot(fi, vr, input_precision=DOT)
 
     valid = (k < H)[:, None] & (l < WH)[None, :]
     c = tl.where(valid, _hermitian_weight(l, W)[None, :], 0.0).to(dt)
@@ -238,6 +239,7 @@ def _scc_bwd_kernel(
     BL: tl.constexpr,
     BH: tl.constexpr,
     BW: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Grid (B, cdiv(H, BH), cdiv(W, BW)); one program per block of dlogits.
 
@@ -278,13 +280,13 @@ def _scc_bwd_kernel(
             gr = tl.load(FW_PTR + g_off)
             gi = tl.load(FW_PTR + W_P * WH_P + g_off)
             # V = Y conj(G_W)^T
-            vr += tl.dot(yr, gr, input_precision="ieee") + tl.dot(yi, gi, input_precision="ieee")
-            vi += tl.dot(yi, gr, input_precision="ieee") - tl.dot(yr, gi, input_precision="ieee")
+            vr += tl.dot(yr, gr, input_precision=DOT) + tl.dot(yi, gi, input_precision=DOT)
+            vi += tl.dot(yi, gr, input_precision=DOT) - tl.dot(yr, gi, input_precision=DOT)
         # Re(conj(F_H) V), F_H symmetric.
         f_off = h[:, None] * H_P + k[None, :]
         fr = tl.load(FH_PTR + f_off)
         fi = tl.load(FH_PTR + H_P * H_P + f_off)
-        acc += tl.dot(fr, vr, input_precision="ieee") + tl.dot(fi, vi, input_precision="ieee")
+        acc += tl.dot(fr, vr, input_precision=DOT) + tl.dot(fi, vi, input_precision=DOT)
 
     m = (h < H)[:, None] & (w < W)[None, :]
     off = b.to(tl.int64) * H * W + h[:, None] * W + w[None, :]
@@ -349,7 +351,21 @@ def _scc_op(
     part = torch.empty((B, n_blocks, N_PARTIALS), dtype=fh.dtype, device=x.device)
     coef = torch.empty((B, N_COEFS), dtype=fh.dtype, device=x.device)
     loss = torch.empty((), dtype=x.dtype, device=x.device)
-    dft.launch(_scc_fwd_kernel, grid, x, t, fh, fw, spec, part, H, W, eps, **meta)
+    dft.launch(
+        _scc_fwd_kernel,
+        grid,
+        x,
+        t,
+        fh,
+        fw,
+        spec,
+        part,
+        H,
+        W,
+        eps,
+        DOT=dft.dot_precision(x.dtype),
+        **meta,
+    )
     dft.launch(
         _scc_finalize_kernel,
         (1,),
@@ -381,7 +397,21 @@ def _scc_bwd_op(
     meta = _bwd_meta(meta)
     grid = (B, triton.cdiv(H, meta["BH"]), triton.cdiv(W, meta["BW"]))
     dft.launch(
-        _scc_bwd_kernel, grid, dout.contiguous(), x, spec, coef, fh, fw, dx, B, H, W, eps, **meta
+        _scc_bwd_kernel,
+        grid,
+        dout.contiguous(),
+        x,
+        spec,
+        coef,
+        fh,
+        fw,
+        dx,
+        B,
+        H,
+        W,
+        eps,
+        DOT=dft.dot_precision(x.dtype),
+        **meta,
     )
     return dx
 
