@@ -774,6 +774,7 @@ def launch_mix_backward(gu, gv, x, weight, dx_dtype, conv=None):
     dx = torch.empty(B, C, H, W, dtype=dx_dtype, device=x.device)
     has_conv = conv is not None
     g_xc, gs, dw_weight = conv if has_conv else (dx, gu, weight)
+    # The fused transposed conv keeps nine shifted tiles live: 32 rows keep it spill-free.
     BM, BN, BK = _pow2_block(C, 16, 32 if has_conv else 64), 64, _pow2_block(CO2, 16, 32)
     dft.launch(
         _mix_dx_kernel,
