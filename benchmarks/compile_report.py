@@ -10,8 +10,8 @@ the PTX Triton generates, and Triton's shared-memory allocation); they are not t
 say nothing about speed beyond where the obvious cliffs are.
 
 How: the op suite's ``triton`` cases (``_cases.py``, at the GPU configuration's shapes) run
-forward and backward on CPU tensors, with Triton's active driver replaced by one that names the
-target and every launch turned into a compile-only ``warmup``: the launchers pick the same
+forward and backward on CPU tensors under ``hfsti_kernels.offline``: Triton compiles for the
+target and every launch becomes a compile-only ``warmup``, so the launchers pick the same
 specialisations, constexprs and launch options as on a GPU (outputs stay uninitialised, which is
 harmless since nothing reads them). Each distinct compiled kernel is then passed to ``ptxas -v``.
 
@@ -36,17 +36,16 @@ os.environ.pop("TRITON_INTERPRET", None)  # compile for the GPU, never interpret
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.backends.nvidia.compiler import get_ptxas  # noqa: E402
-from triton.runtime import driver  # noqa: E402
 from triton.runtime._async_compile import AsyncCompileMode  # noqa: E402
-from triton.runtime.jit import JITFunction  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 
 import _cases  # noqa: E402
 import _config  # noqa: E402
+
+from hfsti_kernels import offline  # noqa: E402
 
 SMEM_LIMIT = {90: 227 * 1024, 80: 163 * 1024, 89: 99 * 1024, 100: 227 * 1024}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -55,82 +54,23 @@ _STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) b
 _REGS = re.compile(r"Used (\d+) registers")
 
 
-class _TargetDriver:
-    """Stands in for the CUDA driver: names the target, has no device to launch on."""
-
-    def __init__(self, arch: int) -> None:
-        self.target = GPUTarget("cuda", arch, 32)
-
-    def get_current_device(self) -> int:
-        return 0
-
-    def get_current_stream(self, device=None) -> int:
-        return 0
-
-    def get_current_target(self) -> GPUTarget:
-        return self.target
-
-
-@dataclasses.dataclass
-class Compiled:
-    kernel: str
-    case: str  # the first benchmark case that launched this specialisation
-    constexprs: dict
-    handle: object  # CompiledKernel, or a FutureKernel until resolved
-
-    def row(self, ptxas: str) -> dict:
-        meta = self.handle.metadata
-        stack = _STACK.search(ptxas)
-        regs = _REGS.search(ptxas)
-        frame, spill_st, spill_ld = map(int, stack.groups()) if stack else (0, 0, 0)
-        return {
-            "kernel": self.kernel,
-            "case": self.case,
-            "num_warps": meta.num_warps,
-            "num_stages": meta.num_stages,
-            "shared_bytes": meta.shared,
-            "registers": int(regs.group(1)) if regs else None,
-            "stack_bytes": frame,
-            "spill_store_bytes": spill_st,
-            "spill_load_bytes": spill_ld,
-            "constexprs": self.constexprs,
-        }
-
-
-class _Recorder:
-    """Turns every JIT launch into a compile (in a thread pool) and records what was compiled."""
-
-    def __init__(self) -> None:
-        self.case = ""
-        self.compiled: dict[int, Compiled] = {}
-        self._run = JITFunction.run
-
-    def __enter__(self):
-        recorder = self
-
-        def run(fn, *args, grid, warmup, **kwargs):
-            handle = recorder._run(fn, *args, grid=grid, warmup=True, **kwargs)
-            if id(handle) not in recorder.compiled:
-                consts = {k: v for k, v in kwargs.items() if isinstance(v, (bool, int, str))}
-                recorder.compiled[id(handle)] = Compiled(
-                    fn.fn.__name__, recorder.case, consts, handle
-                )
-            return handle
-
-        JITFunction.run = run
-        return self
-
-    def __exit__(self, *exc) -> None:
-        JITFunction.run = self._run
-
-
-def _force_triton() -> None:
-    """Route the public ops to the kernels for CPU tensors (launches only compile here)."""
-    import hfsti_kernels.ops as ops_pkg
-
-    for name in (*_cases.FFT_OPS, "memory_attention", *_cases.LOSS_OPS):
-        module = __import__(f"{ops_pkg.__name__}.{name}", fromlist=["select_backend"])
-        module.select_backend = lambda backend, x: "triton"
+def _row(launch: offline.Launch, ptxas: str) -> dict:
+    meta = launch.compiled.metadata
+    stack = _STACK.search(ptxas)
+    regs = _REGS.search(ptxas)
+    frame, spill_st, spill_ld = map(int, stack.groups()) if stack else (0, 0, 0)
+    return {
+        "kernel": launch.kernel,
+        "case": launch.tag,
+        "num_warps": meta.num_warps,
+        "num_stages": meta.num_stages,
+        "shared_bytes": meta.shared,
+        "registers": int(regs.group(1)) if regs else None,
+        "stack_bytes": frame,
+        "spill_store_bytes": spill_st,
+        "spill_load_bytes": spill_ld,
+        "constexprs": launch.constexprs,
+    }
 
 
 def _launch_case(case: _cases.Case) -> None:
@@ -163,20 +103,21 @@ def collect(arch: int, quick: bool, ops, dtypes, jobs: int) -> list[dict]:
         for c in _cases.cases(cfg)
         if c.provider == "triton" and c.mode == "fwd_bwd" and c.op in ops
     ]
-    driver.set_active(_TargetDriver(arch))
-    _force_triton()
-    with ThreadPoolExecutor(jobs) as pool, _Recorder() as rec, AsyncCompileMode(pool):
+    offline.use_target(arch)
+    offline.route_ops_to_triton()
+    with ThreadPoolExecutor(jobs) as pool, offline.LaunchRecorder() as rec, AsyncCompileMode(pool):
         for case in selected:
-            rec.case = case.id.removesuffix("-fwd_bwd-triton")
+            rec.tag = case.id.removesuffix("-fwd_bwd-triton")
             _launch_case(case)
-        compiled = list(rec.compiled.values())
-        for c in compiled:
-            c.handle = c.handle.result() if hasattr(c.handle, "result") else c.handle
+        launches = list(rec.launches.values())
+        for launch in launches:
+            if hasattr(launch.compiled, "result"):  # a FutureKernel
+                launch.compiled = launch.compiled.result()
     with ThreadPoolExecutor(jobs) as pool:
-        logs = list(pool.map(lambda c: _ptxas(arch, c.handle.asm["ptx"]), compiled))
+        logs = list(pool.map(lambda launch: _ptxas(arch, launch.compiled.asm["ptx"]), launches))
     rows, seen = [], set()
-    for c, log in zip(compiled, logs):
-        row = c.row(log)
+    for launch, log in zip(launches, logs):
+        row = _row(launch, log)
         # Specialisations that differ only in integer divisibility (batch) and compile alike
         # are listed once, under the first case.
         key = json.dumps({k: v for k, v in row.items() if k != "case"}, sort_keys=True)
