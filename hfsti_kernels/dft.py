@@ -37,7 +37,9 @@ the scratch grows); the maths is the same, only the association of the sums diff
 Caching: the matrices are built once per key and passed into the ops as tensor arguments, so the
 ops stay pure functions of their inputs. While torch.compile traces, or a CUDA graph captures
 (the kernels that fill a new matrix would not run until replay), or under FakeTensor tracing, the
-matrices are built without being cached, so a cache never holds a fake or unfilled tensor.
+matrices are built without being cached, so a cache never holds a fake or unfilled tensor. A
+graph compiled with a warm cache (the op run once eagerly) takes the cached matrices as constants;
+with a cold one it rebuilds them inside the graph on every call.
 """
 
 from __future__ import annotations
