@@ -20,16 +20,11 @@ from triton.backends.compiler import GPUTarget
 from triton.runtime import driver
 from triton.runtime.jit import JITFunction
 
+from hfsti.ops import OpSet
 from hfsti_kernels._backend import interpreter_enabled
 
-OPS = (
-    "fft_channel_attention",
-    "fourier_unit",
-    "gated_fusion",
-    "memory_attention",
-    "structure_loss",
-    "spectral_correlation_loss",
-)
+# The six ops, named as the OpSet fields (after "name").
+OPS = tuple(f.name for f in dataclasses.fields(OpSet) if f.name != "name")
 
 
 class TargetDriver:
