@@ -279,19 +279,20 @@ def launch_planes(
         launch(kernel, (n_planes,), *tensors, fh, fw, *scalars, H, W, **tiles)
 
 
-def register_triton_op(name: str):
+def register_triton_op(name: str, fake=None):
     """Decorator: register ``fn`` as the custom op ``name`` (e.g. ``"hfsti::fourier_unit"``).
 
     On GPU this is ``torch.library.triton_op``: torch.compile sees through it to the kernels.
     Under the interpreter, kernels are not JIT functions and cannot be traced into, so the op
-    is an opaque ``torch.library.custom_op`` whose fake rule is the same function (launches are
-    skipped on fake tensors by :func:`launch`); the eager results are identical.
+    is an opaque ``torch.library.custom_op`` whose fake (shape) rule is ``fake``, by default
+    ``fn`` itself (launches are skipped on fake tensors by :func:`launch`); the eager results
+    are identical.
     """
 
     def deco(fn):
         if interpreter_enabled():
             op = torch.library.custom_op(name, fn, mutates_args=())
-            op.register_fake(fn)
+            op.register_fake(fake or fn)
             return op
         return triton_op(name, fn, mutates_args=())
 

@@ -28,10 +28,11 @@
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import wrap_triton
 
 from hfsti.ops import check_memory_attention_inputs
 from hfsti.ops import memory_attention as reference_memory_attention
+from hfsti_kernels import dft
 from hfsti_kernels._backend import interpreter_enabled, select_backend
 
 __all__ = ["memory_attention", "MAX_HEAD_DIM", "FP32_PRECISIONS"]
@@ -750,23 +751,12 @@ def _memory_attention_bwd_fake(
     return q.new_empty(q.shape), k.new_empty(k.shape), k.new_empty(k.shape), dbias
 
 
-def _define_op(name: str, impl, fake):
-    """A triton_op on GPU (torch.compile sees and can fuse the kernels), else a custom_op.
-
-    Under TRITON_INTERPRET=1 a kernel is a Python function that torch cannot trace, so the op
-    is registered opaque with an explicit fake (shape) implementation instead.
-    """
-    if not interpreter_enabled():
-        return triton_op(name, impl, mutates_args=())
-    op = torch.library.custom_op(name, impl, mutates_args=())
-    op.register_fake(fake)
-    return op
-
-
-_fwd_op = _define_op(
-    "hfsti::memory_attention_fwd", _memory_attention_fwd, _memory_attention_fwd_fake
+_fwd_op = dft.register_triton_op("hfsti::memory_attention_fwd", _memory_attention_fwd_fake)(
+    _memory_attention_fwd
 )
-_define_op("hfsti::memory_attention_bwd", _memory_attention_bwd, _memory_attention_bwd_fake)
+dft.register_triton_op("hfsti::memory_attention_bwd", _memory_attention_bwd_fake)(
+    _memory_attention_bwd
+)
 
 
 def _setup_context(ctx, inputs, output) -> None:
