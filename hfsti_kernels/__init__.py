@@ -2,11 +2,12 @@
 
 Each op takes the reference signature plus ``backend=``: "auto" (Triton on CUDA tensors, the
 reference elsewhere; the default, or the ``HFSTI_BACKEND`` environment variable), "triton",
-"reference". ``patch(model)`` switches a whole model; ``HFSTIConfig(backend="auto")`` builds
-one switched.
+"reference", "cuda" (``hfsti_kernels._backend``). ``patch(model)`` switches a whole model;
+``HFSTIConfig(backend="auto")`` builds one switched.
 """
 
 from hfsti.ops import register_backend
+from hfsti_kernels._backend import BACKENDS
 from hfsti_kernels.accelerate import AcceleratedSegmenter, accelerate
 from hfsti_kernels.ops.fft_channel_attention import fft_channel_attention
 from hfsti_kernels.ops.fourier_unit import fourier_unit
@@ -16,7 +17,9 @@ from hfsti_kernels.ops.spectral_correlation_loss import spectral_correlation_los
 from hfsti_kernels.ops.structure_loss import structure_loss
 from hfsti_kernels.patch import opset, patch
 
-for _name in ("auto", "triton", "cuda"):
+for _name in BACKENDS:
+    if _name == "reference":  # hfsti.ops's own
+        continue
     register_backend(_name, lambda name=_name: opset(name))
 
 __all__ = [

@@ -4,7 +4,7 @@
 - ``"triton"``: the Triton kernels; on CPU tensors only under ``TRITON_INTERPRET=1`` (how CI
   verifies them), which must be set before ``hfsti_kernels`` is imported.
 - ``"reference"``: ``hfsti.ops``, the oracle.
-- ``"cuda"``: the hand-written CUDA extension (``csrc/``), when it is built.
+- ``"cuda"``: the hand-written CUDA kernels (``csrc/``), where an executor for them exists.
 """
 
 from __future__ import annotations
@@ -22,11 +22,30 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def check_backend(name: str) -> str:
+    """Return ``name`` if it is one of :data:`BACKENDS` that can run in this process, else raise
+    a one-line ``ValueError`` naming the ``backend`` argument."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
+    if name == "cuda":
+        require_cuda(None)
+    return name
+
+
+def require_cuda(x: torch.Tensor | None) -> None:
+    """Raise a one-line ``ValueError`` unless the CUDA kernels can run (on ``x``'s device;
+    ``x=None``: anywhere). Until the CUDA runtime is wired in, they cannot."""
+    raise ValueError(
+        "backend: 'cuda' needs the compiled CUDA extension, which this build does not "
+        "include; use 'triton' or 'reference'"
+    )
+
+
 def select_backend(backend: str | None, x: torch.Tensor) -> str:
     """Resolve ``backend`` (or the ``HFSTI_BACKEND`` default) for an input on ``x.device``.
 
-    Returns ``"triton"`` or ``"reference"``; raises ``ValueError`` naming ``backend`` when the
-    request cannot run here.
+    Returns ``"reference"``, ``"triton"`` or ``"cuda"``; raises ``ValueError`` naming
+    ``backend`` when the request cannot run here.
     """
     name = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
     if name not in BACKENDS:
@@ -35,10 +54,8 @@ def select_backend(backend: str | None, x: torch.Tensor) -> str:
     if name == "reference" or (name == "auto" and not x.is_cuda):
         return "reference"
     if name == "cuda":
-        raise ValueError(
-            "backend: 'cuda' needs the compiled CUDA extension, which this build does not "
-            "include; use 'triton' or 'reference'"
-        )
+        require_cuda(x)
+        return "cuda"
     if not x.is_cuda and not interpreter_enabled():
         raise ValueError(
             f"backend: 'triton' needs CUDA tensors (got device {x.device}); set "

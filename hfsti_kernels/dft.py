@@ -49,9 +49,8 @@ import math
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
 
-from hfsti_kernels._backend import interpreter_enabled
+from hfsti_kernels import _registry
 
 __all__ = [
     "dft_matrices",
@@ -59,9 +58,7 @@ __all__ = [
     "check_mats",
     "plane_num_warps",
     "dot_precision",
-    "launch",
     "launch_planes",
-    "register_triton_op",
     "load_plane",
     "store_plane",
     "load_fh",
@@ -242,20 +239,6 @@ def dft_matrices(
     return mats
 
 
-def launch(kernel, grid, *args, **kwargs) -> None:
-    """Launch ``kernel`` through ``torch.library.wrap_triton`` (traceable by torch.compile).
-
-    Under ``TRITON_INTERPRET=1`` wrap_triton hands back the interpreted kernel itself, which
-    would try to read the data of fake tensors during shape propagation; there is nothing to
-    compute then, so the launch is skipped. On GPU the wrapper's own fake rule handles it.
-    """
-    if interpreter_enabled() and any(
-        isinstance(a, torch.Tensor) and torch._subclasses.fake_tensor.is_fake(a) for a in args
-    ):
-        return
-    wrap_triton(kernel)[grid](*args, **kwargs)
-
-
 def launch_planes(
     kernel, staged_kernel, n_slots: int, n_planes: int, H: int, W: int, tensors, fh, fw, *scalars,
     **consts,
@@ -271,32 +254,12 @@ def launch_planes(
     tiles = dict(H_P=H_P, W_P=W_P, WH_P=WH_P, num_warps=plane_num_warps(H, W), **consts)
     if is_staged(H, W):
         scr = scratch(n_planes, n_slots, H, W, fh.dtype, fh.device, True)
-        launch(
+        _registry.launch(
             staged_kernel, (n_planes,), *tensors, fh, fw, scr, *scalars, H, W,
             NSLOT=n_slots, **staged_blocks(H, W), **tiles,
         )  # fmt: skip
     else:
-        launch(kernel, (n_planes,), *tensors, fh, fw, *scalars, H, W, **tiles)
-
-
-def register_triton_op(name: str, fake=None):
-    """Decorator: register ``fn`` as the custom op ``name`` (e.g. ``"hfsti::fourier_unit"``).
-
-    On GPU this is ``torch.library.triton_op``: torch.compile sees through it to the kernels.
-    Under the interpreter, kernels are not JIT functions and cannot be traced into, so the op
-    is an opaque ``torch.library.custom_op`` whose fake (shape) rule is ``fake``, by default
-    ``fn`` itself (launches are skipped on fake tensors by :func:`launch`); the eager results
-    are identical.
-    """
-
-    def deco(fn):
-        if interpreter_enabled():
-            op = torch.library.custom_op(name, fn, mutates_args=())
-            op.register_fake(fake or fn)
-            return op
-        return triton_op(name, fn, mutates_args=())
-
-    return deco
+        _registry.launch(kernel, (n_planes,), *tensors, fh, fw, *scalars, H, W, **tiles)
 
 
 # --------------------------------------------------------------------------- Triton helpers

@@ -8,7 +8,7 @@ from torch import nn
 
 from hfsti.model import HFSTINet
 from hfsti.ops import OpSet, use_backend
-from hfsti_kernels._backend import BACKENDS
+from hfsti_kernels._backend import check_backend
 from hfsti_kernels.ops.fft_channel_attention import fft_channel_attention
 from hfsti_kernels.ops.fourier_unit import fourier_unit
 from hfsti_kernels.ops.gated_fusion import gated_fusion
@@ -19,13 +19,7 @@ from hfsti_kernels.ops.structure_loss import structure_loss
 
 def opset(backend: str = "auto") -> OpSet:
     """The six ops with ``backend`` bound ("auto", "triton", "reference" or "cuda")."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    if backend == "cuda":
-        raise ValueError(
-            "backend: 'cuda' needs the compiled CUDA extension, which this build does not "
-            "include; use 'triton' or 'auto'"
-        )
+    check_backend(backend)
     ops = (
         fft_channel_attention,
         fourier_unit,

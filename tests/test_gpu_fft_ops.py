@@ -26,7 +26,7 @@ from test_kernels_fft_ops import (  # noqa: E402
     run_with_grads,
 )
 
-from hfsti_kernels import dft  # noqa: E402
+from hfsti_kernels import _registry, dft  # noqa: E402
 from hfsti_kernels.ops import fft_channel_attention as fca_mod  # noqa: E402
 from hfsti_kernels.ops import fourier_unit as fu_mod  # noqa: E402
 from hfsti_kernels.ops import gated_fusion as gf_mod  # noqa: E402
@@ -67,8 +67,10 @@ def test_float64_and_gradcheck(op):
 @pytest.mark.parametrize("op", OPS)
 def test_auto_backend_uses_kernels_on_cuda(op, monkeypatch):
     calls = []
-    real_launch = dft.launch
-    monkeypatch.setattr(dft, "launch", lambda *a, **k: (calls.append(a[0]), real_launch(*a, **k)))
+    real_launch = _registry.launch
+    monkeypatch.setattr(
+        _registry, "launch", lambda *a, **k: (calls.append(a[0]), real_launch(*a, **k))
+    )
     monkeypatch.delenv("HFSTI_BACKEND", raising=False)
     inputs = cuda_inputs(op, 2, 8, 22, 22, torch.float32)
     outs = as_tuple(KERNEL[op](*inputs))

@@ -16,7 +16,7 @@ from helpers import TOLERANCE, assert_rel_close
 from torch._subclasses.fake_tensor import FakeTensorMode, is_fake
 
 from hfsti import ops as ref
-from hfsti_kernels import dft
+from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import interpreter_enabled
 from hfsti_kernels.ops import fft_channel_attention as fca_mod
 from hfsti_kernels.ops import fourier_unit as fu_mod
@@ -273,7 +273,7 @@ def test_reference_and_auto_route_to_reference_on_cpu(op, how, monkeypatch):
     def no_kernels(*args, **kwargs):
         raise AssertionError("a Triton kernel was launched")
 
-    monkeypatch.setattr(dft, "launch", no_kernels)
+    monkeypatch.setattr(_registry, "launch", no_kernels)
     monkeypatch.delenv("HFSTI_BACKEND", raising=False)
     if how == "env-reference":
         monkeypatch.setenv("HFSTI_BACKEND", "reference")
@@ -287,8 +287,10 @@ def test_reference_and_auto_route_to_reference_on_cpu(op, how, monkeypatch):
 @pytest.mark.parametrize("op", OPS)
 def test_env_triton_routes_to_kernels(op, monkeypatch):
     calls = []
-    real_launch = dft.launch
-    monkeypatch.setattr(dft, "launch", lambda *a, **k: (calls.append(a[0]), real_launch(*a, **k)))
+    real_launch = _registry.launch
+    monkeypatch.setattr(
+        _registry, "launch", lambda *a, **k: (calls.append(a[0]), real_launch(*a, **k))
+    )
     monkeypatch.setenv("HFSTI_BACKEND", "triton")
     inputs = make_inputs(op, 1, 2, 3, 4, torch.float32)
     outs = as_tuple(KERNEL[op](*inputs))
@@ -373,13 +375,13 @@ def force_staged(monkeypatch):
     """Force the staged path; yields the list of launched kernel names."""
     monkeypatch.setattr(dft, "STAGED_MIN_TILE", 16)
     launched = []
-    real_launch = dft.launch
+    real_launch = _registry.launch
 
     def spy(kernel, *args, **kwargs):
         launched.append(getattr(kernel, "__name__", None) or kernel.fn.__name__)
         return real_launch(kernel, *args, **kwargs)
 
-    monkeypatch.setattr(dft, "launch", spy)
+    monkeypatch.setattr(_registry, "launch", spy)
     return launched
 
 

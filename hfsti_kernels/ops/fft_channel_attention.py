@@ -27,7 +27,7 @@ import triton.language as tl
 from hfsti._checks import compute_dtype
 from hfsti.ops import check_fft_channel_attention_inputs
 from hfsti.ops import fft_channel_attention as _reference
-from hfsti_kernels import dft
+from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
 from hfsti_kernels.dft import (
     cmul,
@@ -314,7 +314,7 @@ def _fca_bwd_staged_kernel(
             st_blk(DV_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
 
 
-@dft.register_triton_op("hfsti::fft_channel_attention")
+@_registry.triton_kernel_op("hfsti::fft_channel_attention")
 def _fca_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor
 ) -> torch.Tensor:
@@ -337,7 +337,7 @@ def _fca_op(
     return y
 
 
-@dft.register_triton_op("hfsti::fft_channel_attention_backward")
+@_registry.triton_kernel_op("hfsti::fft_channel_attention_backward")
 def _fca_bwd_op(
     dy: torch.Tensor,
     q: torch.Tensor,
@@ -380,6 +380,15 @@ def _backward(ctx, dy):
 _fca_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _fca_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    H, W = q.shape[-2:]
+    fh, fw = dft.dft_matrices(H, W, compute_dtype(q.dtype), q.device)
+    return _fca_op(q, k, v, fh, fw)
+
+
+_registry.register_implementation("fft_channel_attention", "triton", _fca_triton)
+
+
 def fft_channel_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str | None = None
 ) -> torch.Tensor:
@@ -393,8 +402,7 @@ def fft_channel_attention(
         y: (B, C, H, W) in the input dtype; differentiable in q, k, v.
     """
     check_fft_channel_attention_inputs(q, k, v)
-    if select_backend(backend, q) == "reference":
+    name = select_backend(backend, q)
+    if name == "reference":
         return _reference(q, k, v)
-    H, W = q.shape[-2:]
-    fh, fw = dft.dft_matrices(H, W, compute_dtype(q.dtype), q.device)
-    return _fca_op(q, k, v, fh, fw)
+    return _registry.implementation("fft_channel_attention", name)(q, k, v)

@@ -41,7 +41,7 @@ import triton.language as tl
 from hfsti._checks import compute_dtype
 from hfsti.ops import check_fourier_unit_inputs
 from hfsti.ops import fourier_unit as _reference
-from hfsti_kernels import dft
+from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
 from hfsti_kernels.dft import (
     blk_cmm,
@@ -744,7 +744,7 @@ def launch_mix(x, weight, x_s=None, x_0=None):
     has_sum3 = x_s is not None
     x_c = torch.empty_like(x) if has_sum3 else x
     BM, BN, BK = _pow2_block(CO2, 16, 64), 64, _pow2_block(C, 16, 32)
-    dft.launch(
+    _registry.launch(
         _mix_kernel,
         (triton.cdiv(HW, BN), triton.cdiv(CO2, BM), B),
         x,
@@ -776,7 +776,7 @@ def launch_mix_backward(gu, gv, x, weight, dx_dtype, conv=None):
     g_xc, gs, dw_weight = conv if has_conv else (dx, gu, weight)
     # The fused transposed conv keeps nine shifted tiles live: 32 rows keep it spill-free.
     BM, BN, BK = _pow2_block(C, 16, 32 if has_conv else 64), 64, _pow2_block(CO2, 16, 32)
-    dft.launch(
+    _registry.launch(
         _mix_dx_kernel,
         (triton.cdiv(H * W, BN), triton.cdiv(C, BM), B),
         gu,
@@ -798,7 +798,7 @@ def launch_mix_backward(gu, gv, x, weight, dx_dtype, conv=None):
     )
     part = torch.empty(B, CO2, 2 * C, dtype=dt, device=x.device)
     BM, BN = _pow2_block(CO2, 16, 64), _pow2_block(C, 16, 64)
-    dft.launch(
+    _registry.launch(
         _mix_dw_kernel,
         (triton.cdiv(C, BN), triton.cdiv(CO2, BM), B),
         gu,
@@ -822,7 +822,7 @@ def sum_batch(part: torch.Tensor, shape, dtype: torch.dtype) -> torch.Tensor:
     N = part[0].numel()
     out = torch.empty(shape, dtype=dtype, device=part.device)
     BLOCK = 256
-    dft.launch(_sum_batch_kernel, (triton.cdiv(N, BLOCK),), part, out, B, N, BLOCK=BLOCK)
+    _registry.launch(_sum_batch_kernel, (triton.cdiv(N, BLOCK),), part, out, B, N, BLOCK=BLOCK)
     return out
 
 
@@ -844,7 +844,7 @@ def check_spectrum(zs: torch.Tensor, B: int, CO2: int, H: int, W: int) -> None:
 # --------------------------------------------------------------------------- ops
 
 
-@dft.register_triton_op("hfsti::fourier_unit")
+@_registry.triton_kernel_op("hfsti::fourier_unit")
 def _fu_op(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -867,7 +867,7 @@ def _fu_op(
     return y, zs
 
 
-@dft.register_triton_op("hfsti::fourier_unit_backward")
+@_registry.triton_kernel_op("hfsti::fourier_unit_backward")
 def _fu_bwd_op(
     dy: torch.Tensor,
     x: torch.Tensor,
@@ -915,6 +915,16 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def _fu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    H, W = x.shape[-2:]
+    fh, fw = dft.dft_matrices(H, W, compute_dtype(x.dtype), x.device)
+    y, _ = _fu_op(x, weight, bias, fh, fw, needs_grad(x, weight, bias))
+    return y
+
+
+_registry.register_implementation("fourier_unit", "triton", _fu_triton)
+
+
 def fourier_unit(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, backend: str | None = None
 ) -> torch.Tensor:
@@ -928,9 +938,7 @@ def fourier_unit(
         y: (B, C', H, W) in the input dtype; differentiable in x, weight, bias.
     """
     check_fourier_unit_inputs(x, weight, bias)
-    if select_backend(backend, x) == "reference":
+    name = select_backend(backend, x)
+    if name == "reference":
         return _reference(x, weight, bias)
-    H, W = x.shape[-2:]
-    fh, fw = dft.dft_matrices(H, W, compute_dtype(x.dtype), x.device)
-    y, _ = _fu_op(x, weight, bias, fh, fw, needs_grad(x, weight, bias))
-    return y
+    return _registry.implementation("fourier_unit", name)(x, weight, bias)

@@ -44,7 +44,7 @@ import triton.language as tl
 from hfsti._checks import compute_dtype
 from hfsti.ops import check_gated_fusion_inputs
 from hfsti.ops import gated_fusion as _reference
-from hfsti_kernels import dft
+from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
 from hfsti_kernels.dft import (
     inv,
@@ -381,7 +381,7 @@ def _gf_bwd_staged_kernel(
     )  # fmt: skip
 
 
-@dft.register_triton_op("hfsti::gated_fusion")
+@_registry.triton_kernel_op("hfsti::gated_fusion")
 def _gf_op(
     x_f: torch.Tensor,
     x_s: torch.Tensor,
@@ -410,7 +410,7 @@ def _gf_op(
     return x_c, x_fs, zs
 
 
-@dft.register_triton_op("hfsti::gated_fusion_backward")
+@_registry.triton_kernel_op("hfsti::gated_fusion_backward")
 def _gf_bwd_op(
     g_c: torch.Tensor,
     g_fs: torch.Tensor,
@@ -471,6 +471,17 @@ def _backward(ctx, g_c, g_fs, _g_zs):
 _gf_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _gf_triton(*params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """params: (x_f, x_s, x_0, fu_weight, fu_bias, dw_weight, dw_bias), validated."""
+    H, W = params[0].shape[-2:]
+    fh, fw = dft.dft_matrices(H, W, compute_dtype(params[0].dtype), params[0].device)
+    x_c, x_fs, _ = _gf_op(*params, fh, fw, needs_grad(*params))
+    return x_c, x_fs
+
+
+_registry.register_implementation("gated_fusion", "triton", _gf_triton)
+
+
 def gated_fusion(
     x_f: torch.Tensor,
     x_s: torch.Tensor,
@@ -492,11 +503,9 @@ def gated_fusion(
     Returns:
         (x_c, x_fs), both (B, C, H, W) in the input dtype; differentiable in every argument.
     """
-    check_gated_fusion_inputs(x_f, x_s, x_0, fu_weight, fu_bias, dw_weight, dw_bias)
-    if select_backend(backend, x_f) == "reference":
-        return _reference(x_f, x_s, x_0, fu_weight, fu_bias, dw_weight, dw_bias)
-    H, W = x_f.shape[-2:]
-    fh, fw = dft.dft_matrices(H, W, compute_dtype(x_f.dtype), x_f.device)
     params = (x_f, x_s, x_0, fu_weight, fu_bias, dw_weight, dw_bias)
-    x_c, x_fs, _ = _gf_op(*params, fh, fw, needs_grad(*params))
-    return x_c, x_fs
+    check_gated_fusion_inputs(*params)
+    name = select_backend(backend, x_f)
+    if name == "reference":
+        return _reference(*params)
+    return _registry.implementation("gated_fusion", name)(*params)

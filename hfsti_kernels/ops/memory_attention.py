@@ -28,11 +28,10 @@
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from hfsti.ops import check_memory_attention_inputs
 from hfsti.ops import memory_attention as reference_memory_attention
-from hfsti_kernels import dft
+from hfsti_kernels import _registry
 from hfsti_kernels._backend import interpreter_enabled, select_backend
 
 __all__ = ["memory_attention", "MAX_HEAD_DIM", "FP32_PRECISIONS"]
@@ -609,7 +608,7 @@ def _launch(kernel, cfg: dict, n_blocks: int, bh: int, n_q: int, n_k: int, *args
     even = {"EVEN_M": n_q % cfg["BLOCK_M"] == 0}
     if "BLOCK_N" in cfg:
         even["EVEN_N"] = n_k % cfg["BLOCK_N"] == 0
-    wrap_triton(kernel)[(n_blocks, bh)](*args, **even, **flags, **cfg)
+    _registry.launch(kernel, (n_blocks, bh), *args, **even, **flags, **cfg)
 
 
 # --------------------------------------------------------------------------- torch.library ops
@@ -751,10 +750,10 @@ def _memory_attention_bwd_fake(
     return q.new_empty(q.shape), k.new_empty(k.shape), k.new_empty(k.shape), dbias
 
 
-_fwd_op = dft.register_triton_op("hfsti::memory_attention_fwd", _memory_attention_fwd_fake)(
+_fwd_op = _registry.triton_kernel_op("hfsti::memory_attention_fwd", _memory_attention_fwd_fake)(
     _memory_attention_fwd
 )
-dft.register_triton_op("hfsti::memory_attention_bwd", _memory_attention_bwd_fake)(
+_registry.triton_kernel_op("hfsti::memory_attention_bwd", _memory_attention_bwd_fake)(
     _memory_attention_bwd
 )
 
@@ -780,6 +779,29 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # --------------------------------------------------------------------------- public API
+
+
+def _ma_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_bias: torch.Tensor | None = None,
+    scale: float | None = None,
+    *,
+    fp32_precision: str = "tf32x3",
+) -> torch.Tensor:
+    d = q.shape[-1]
+    if d > MAX_HEAD_DIM:
+        raise ValueError(
+            f"q: head dim d={d} > {MAX_HEAD_DIM} is not supported by the Triton kernels; "
+            "use backend='reference'"
+        )
+    scale = float(scale) if scale is not None else d**-0.5
+    o, _ = torch.ops.hfsti.memory_attention_fwd(q, k, v, key_bias, scale, fp32_precision)
+    return o
+
+
+_registry.register_implementation("memory_attention", "triton", _ma_triton)
 
 
 def memory_attention(
@@ -808,18 +830,12 @@ def memory_attention(
         Differentiable in q, k, v and key_bias; backward is deterministic.
     """
     check_memory_attention_inputs(q, k, v, key_bias, scale)
-    if select_backend(backend, q) == "reference":
+    name = select_backend(backend, q)
+    if name == "reference":
         return reference_memory_attention(q, k, v, key_bias, scale)
-    d = q.shape[-1]
-    if d > MAX_HEAD_DIM:
-        raise ValueError(
-            f"q: head dim d={d} > {MAX_HEAD_DIM} is not supported by the Triton kernels; "
-            "use backend='reference'"
-        )
     if fp32_precision not in FP32_PRECISIONS:
         raise ValueError(
             f"fp32_precision: expected one of {FP32_PRECISIONS}, got {fp32_precision!r}"
         )
-    scale = float(scale) if scale is not None else d**-0.5
-    o, _ = torch.ops.hfsti.memory_attention_fwd(q, k, v, key_bias, scale, fp32_precision)
-    return o
+    impl = _registry.implementation("memory_attention", name)
+    return impl(q, k, v, key_bias, scale, fp32_precision=fp32_precision)

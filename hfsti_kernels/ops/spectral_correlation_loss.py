@@ -41,9 +41,10 @@ import torch
 import triton
 import triton.language as tl
 
+from hfsti._checks import compute_dtype
 from hfsti.ops import check_loss_inputs
 from hfsti.ops import spectral_correlation_loss as _reference
-from hfsti_kernels import dft
+from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
 
 __all__ = ["spectral_correlation_loss"]
@@ -337,7 +338,7 @@ def _check_mats(x: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor) -> dict[str
     return meta
 
 
-@dft.register_triton_op("hfsti::spectral_correlation_loss")
+@_registry.triton_kernel_op("hfsti::spectral_correlation_loss")
 def _scc_op(
     logits: torch.Tensor, target: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -351,7 +352,7 @@ def _scc_op(
     part = torch.empty((B, n_blocks, N_PARTIALS), dtype=fh.dtype, device=x.device)
     coef = torch.empty((B, N_COEFS), dtype=fh.dtype, device=x.device)
     loss = torch.empty((), dtype=x.dtype, device=x.device)
-    dft.launch(
+    _registry.launch(
         _scc_fwd_kernel,
         grid,
         x,
@@ -366,7 +367,7 @@ def _scc_op(
         DOT=dft.dot_precision(x.dtype),
         **meta,
     )
-    dft.launch(
+    _registry.launch(
         _scc_finalize_kernel,
         (1,),
         part,
@@ -380,7 +381,7 @@ def _scc_op(
     return loss, spec, coef
 
 
-@dft.register_triton_op("hfsti::spectral_correlation_loss_backward")
+@_registry.triton_kernel_op("hfsti::spectral_correlation_loss_backward")
 def _scc_bwd_op(
     dout: torch.Tensor,
     logits: torch.Tensor,
@@ -396,7 +397,7 @@ def _scc_bwd_op(
     dx = torch.empty_like(x)
     meta = _bwd_meta(meta)
     grid = (B, triton.cdiv(H, meta["BH"]), triton.cdiv(W, meta["BW"]))
-    dft.launch(
+    _registry.launch(
         _scc_bwd_kernel,
         grid,
         dout.contiguous(),
@@ -432,6 +433,15 @@ def _backward(ctx, dloss, _dspec, _dcoef):
 _scc_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _scc_triton(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    H, W = logits.shape[-2:]
+    fh, fw = dft.dft_matrices(H, W, compute_dtype(logits.dtype), logits.device)
+    return _scc_op(logits, target.detach().to(logits.dtype), fh, fw, float(eps))[0]
+
+
+_registry.register_implementation("spectral_correlation_loss", "triton", _scc_triton)
+
+
 def spectral_correlation_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -453,9 +463,7 @@ def spectral_correlation_loss(
         logits.
     """
     check_loss_inputs(logits, target)
-    if select_backend(backend, logits) == "reference":
+    name = select_backend(backend, logits)
+    if name == "reference":
         return _reference(logits, target, eps)
-    H, W = logits.shape[-2:]
-    cdtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    fh, fw = dft.dft_matrices(H, W, cdtype, logits.device)
-    return _scc_op(logits, target.detach().to(logits.dtype), fh, fw, float(eps))[0]
+    return _registry.implementation("spectral_correlation_loss", name)(logits, target, eps)

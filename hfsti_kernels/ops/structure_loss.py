@@ -33,7 +33,7 @@ import triton.language as tl
 
 from hfsti.ops import check_loss_inputs
 from hfsti.ops import structure_loss as _reference
-from hfsti_kernels import dft
+from hfsti_kernels import _registry
 from hfsti_kernels._backend import select_backend
 
 __all__ = ["structure_loss"]
@@ -211,7 +211,7 @@ def _prepare(logits: torch.Tensor, target: torch.Tensor):
     return logits.contiguous(), target.contiguous(), cdtype, grid
 
 
-@dft.register_triton_op("hfsti::structure_loss")
+@_registry.triton_kernel_op("hfsti::structure_loss")
 def _sl_op(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x, t, cdtype, grid = _prepare(logits, target)
     B = x.shape[0]
@@ -219,10 +219,10 @@ def _sl_op(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, to
     part = torch.empty((B, n_tiles, N_PARTIALS), dtype=cdtype, device=x.device)
     stats = torch.empty((B, N_STATS), dtype=cdtype, device=x.device)
     loss = torch.empty((), dtype=x.dtype, device=x.device)
-    dft.launch(
+    _registry.launch(
         _sl_partial_kernel, grid, x, t, part, x.shape[2], x.shape[3], BLOCK=BLOCK, RADIUS=RADIUS
     )
-    dft.launch(
+    _registry.launch(
         _sl_finalize_kernel,
         (1,),
         part,
@@ -235,13 +235,13 @@ def _sl_op(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, to
     return loss, stats
 
 
-@dft.register_triton_op("hfsti::structure_loss_backward")
+@_registry.triton_kernel_op("hfsti::structure_loss_backward")
 def _sl_bwd_op(
     dout: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, stats: torch.Tensor
 ) -> torch.Tensor:
     x, t, _, grid = _prepare(logits, target)
     dx = torch.empty_like(x)
-    dft.launch(
+    _registry.launch(
         _sl_bwd_kernel,
         grid,
         dout.contiguous(),
@@ -273,6 +273,13 @@ def _backward(ctx, dloss, _dstats):
 _sl_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _sl_triton(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return _sl_op(logits, target.detach().to(logits.dtype))[0]
+
+
+_registry.register_implementation("structure_loss", "triton", _sl_triton)
+
+
 def structure_loss(
     logits: torch.Tensor, target: torch.Tensor, *, backend: str | None = None
 ) -> torch.Tensor:
@@ -289,6 +296,7 @@ def structure_loss(
         in logits.
     """
     check_loss_inputs(logits, target)
-    if select_backend(backend, logits) == "reference":
+    name = select_backend(backend, logits)
+    if name == "reference":
         return _reference(logits, target)
-    return _sl_op(logits, target.detach().to(logits.dtype))[0]
+    return _registry.implementation("structure_loss", name)(logits, target)
