@@ -1,0 +1,872 @@
+// hfsti/emulate.h -- host SIMT emulator: runs CUDA kernels (the same .cu source) on CPU threads.
+//
+// Included by hfsti/runtime.h when HFSTI_CUDA_EMULATE is defined (g++ -std=c++20 -pthread); never
+// include it directly and never under nvcc. See docs/kernels.md for how the CUDA ops use it.
+//
+// Design
+// - Every CUDA thread of a block is a real OS thread from one process-wide pool (grown on demand,
+//   reused across blocks and launches). Blocks of a launch run one after another; launches are
+//   serialised by a global mutex and are synchronous (the stream argument is ignored).
+// - threadIdx/blockIdx/blockDim/gridDim are thread_local globals; warps are formed from the linear
+//   thread id (x fastest) exactly as on the GPU, warpSize is 32.
+// - __syncthreads() is a block barrier (mutex + condition variable) with a timed wait: a barrier
+//   that can never complete fails after HFSTI_EMU_BARRIER_TIMEOUT_S seconds (default 60) with an
+//   error naming the kernel, block, and the barrier's source line, instead of hanging. Threads that
+//   return drop out of later barriers (as exited threads do on sm_70+). All threads at one barrier
+//   phase must be at the same __syncthreads() call site, else the launch fails at once ("divergent
+//   __syncthreads"): the CUDA guide makes a barrier in non-uniform control flow undefined.
+// - Warp intrinsics (__shfl*_sync, __ballot_sync, __any/__all_sync, __syncwarp) go through a
+//   per-warp rendezvous with a double-buffered exchange slot per lane. The lanes that take part are
+//   those of `mask` that exist and have not exited; every lane in the rendezvous must call the same
+//   intrinsic with the same mask (else the launch fails). Shuffle lane selection follows the PTX
+//   `shfl.sync` definition (width segments, up/down keep their own value at the segment edge, xor
+//   may read an earlier but not a later segment, idx wraps modulo width; lane arguments use their
+//   low 5 bits). Reading a lane that does not take part yields poison bits (all ones), as the value
+//   is undefined on the GPU.
+// - Shared memory is per block: HFSTI_SHARED (static) and HFSTI_DYNAMIC_SHARED are allocated for
+//   each block and filled with 0xFF bytes (a NaN for float/double, -1 for ints) so a read before
+//   the block wrote the value shows up in results.
+// - Launch limits of the GPU are enforced at launch or at first use: <= 1024 threads a block,
+//   block dims <= (1024, 1024, 64), grid y, z <= 65535 (x <= 2^31-1), static shared <= 48 KB,
+//   static + dynamic <= 48 KB unless the kernel opted in (hfsti::set_max_dynamic_smem), and the
+//   opt-in never over 227 KB (sm_90).
+// - Failures inside a kernel (timeouts, divergent barriers, shared memory limits, a C++ exception)
+//   abort the whole block and the launch throws hfsti::LaunchError whose message starts with the
+//   kernel's name.
+//
+// Limits (not emulated): concurrent disjoint-mask warp collectives in one warp (they fail with a
+// clear error), cooperative groups, warp matrix (MMA) instructions, memory-model races between
+// blocks (blocks run one at a time), atomics beyond atomicAdd/atomicMax/atomicMin on 4/8-byte
+// types, a thread spinning forever outside a barrier (hangs), `sizeof` of a dynamic smem pointer.
+// __activemask() returns the lanes that exist and have not exited (the emulator has no notion of
+// convergence). Fast-math intrinsics (__expf, __sinf, rsqrtf, __fdividef...) are computed with
+// full-precision libm calls, so they are more accurate than on the GPU.
+#pragma once
+
+#if defined(__CUDACC__)
+#error "hfsti/emulate.h is the host emulator; do not compile it with nvcc/NVRTC"
+#endif
+
+#include <linux/futex.h>
+#include <math.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <semaphore>
+#include <source_location>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// ---- CUDA keywords -------------------------------------------------------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+#define __constant__
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+// Shared memory must go through HFSTI_SHARED / HFSTI_DYNAMIC_SHARED (one copy per block).
+#define __shared__ HFSTI_ERROR_use_HFSTI_SHARED_or_HFSTI_DYNAMIC_SHARED_not___shared__
+
+struct uint3 {
+  unsigned int x, y, z;
+};
+struct dim3 {
+  unsigned int x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1)
+      : x(vx), y(vy), z(vz) {}
+  constexpr dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
+};
+
+inline thread_local uint3 threadIdx{0, 0, 0};
+inline thread_local uint3 blockIdx{0, 0, 0};
+inline thread_local dim3 blockDim{1, 1, 1};
+inline thread_local dim3 gridDim{1, 1, 1};
+constexpr int warpSize = 32;
+
+namespace hfsti {
+
+// A launch (or opt-in) that failed; the message starts with the kernel's name.
+struct LaunchError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+using stream_t = void*;
+
+namespace emu {
+
+constexpr std::size_t kDefaultSmem = 48 * 1024;  // without opt-in: static + dynamic
+constexpr std::size_t kMaxSmemOptin = 227 * 1024;  // sm_90 per-block maximum
+constexpr std::size_t kMaxStaticSmem = 48 * 1024;
+
+// Thrown inside kernel threads to unwind a block another thread has failed.
+struct Aborted {};
+
+inline double barrier_timeout_s() {
+  static const double t = [] {
+    const char* s = std::getenv("HFSTI_EMU_BARRIER_TIMEOUT_S");
+    double v = s ? std::atof(s) : 0.0;
+    return v > 0 ? v : 60.0;
+  }();
+  return t;
+}
+
+inline std::string where(const std::source_location& loc) {
+  return std::string(loc.file_name()) + ":" + std::to_string(loc.line());
+}
+
+inline bool same_site(const std::source_location& a, const std::source_location& b) {
+  return a.line() == b.line() && a.column() == b.column() &&
+         std::strcmp(a.file_name(), b.file_name()) == 0;
+}
+
+// A generation counter that threads wait on with a timeout (Linux futex): arrivals are counted
+// under a mutex, but waiting and waking go through this word, so a completed barrier wakes its
+// waiters without them queueing again on the mutex. Happens-before comes from the atomic
+// release/acquire on the counter (which ThreadSanitizer understands), the futex only sleeps.
+struct Generation {
+  std::atomic<std::uint32_t> value{0};
+
+  std::uint32_t load() const { return value.load(std::memory_order_acquire); }
+  void advance() {
+    value.fetch_add(1, std::memory_order_release);
+    syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&value), FUTEX_WAKE_PRIVATE, INT32_MAX,
+            nullptr, nullptr, 0);
+  }
+  // Wait until the counter moves past `seen`; false on timeout.
+  bool wait(std::uint32_t seen) const {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::duration<double>(barrier_timeout_s());
+    for (;;) {
+      if (load() != seen) return true;
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) return false;
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+      struct timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+      syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(&value), FUTEX_WAIT_PRIVATE, seen,
+              &ts, nullptr, 0);
+    }
+  }
+};
+
+struct Block;
+
+enum class WarpOp { shfl, shfl_up, shfl_down, shfl_xor, ballot, any, all, syncwarp };
+
+inline const char* warp_op_name(WarpOp op) {
+  switch (op) {
+    case WarpOp::shfl: return "__shfl_sync";
+    case WarpOp::shfl_up: return "__shfl_up_sync";
+    case WarpOp::shfl_down: return "__shfl_down_sync";
+    case WarpOp::shfl_xor: return "__shfl_xor_sync";
+    case WarpOp::ballot: return "__ballot_sync";
+    case WarpOp::any: return "__any_sync";
+    case WarpOp::all: return "__all_sync";
+    default: return "__syncwarp";
+  }
+}
+
+// Rendezvous of the lanes of one warp for a collective intrinsic.
+struct Warp {
+  std::mutex m;
+  Generation gen;             // completed collectives
+  std::uint32_t present = 0;  // lanes that exist in this block
+  std::uint32_t exited = 0;   // lanes that returned
+  std::uint32_t arrived = 0;  // lanes in the pending collective
+  std::uint32_t op_mask = 0;
+  WarpOp op = WarpOp::syncwarp;
+  std::source_location site;
+  std::uint32_t taking_part[2] = {0, 0};  // lanes of each completed slot
+  std::uint64_t vals[2][32];              // double-buffered by gen parity
+
+  void reset(std::uint32_t lanes) {
+    present = lanes;
+    exited = arrived = 0;
+  }
+  std::uint32_t expected() const { return op_mask & present & ~exited; }
+  void complete() {  // with m held
+    taking_part[gen.load() & 1] = arrived;
+    arrived = 0;
+    gen.advance();
+  }
+};
+
+struct SmemBuf {
+  const void* key;
+  std::size_t bytes;
+  std::unique_ptr<unsigned char[]> data;
+};
+
+struct Block {
+  const char* kernel = "";
+  uint3 idx{0, 0, 0};
+  unsigned nthreads = 0;
+  // block barrier
+  std::mutex m;
+  Generation gen;
+  unsigned expected = 0, arrived = 0;
+  std::source_location site;
+  // shared memory
+  std::mutex smem_m;
+  std::vector<SmemBuf> statics;
+  std::size_t static_bytes = 0;
+  std::size_t dyn_bytes = 0;
+  std::size_t smem_limit = kDefaultSmem;  // static + dynamic
+  unsigned char* dyn = nullptr;
+  // warps and failure
+  std::vector<std::unique_ptr<Warp>> warps;
+  std::atomic<bool> aborted{false};
+  std::mutex err_m;
+  std::string error;
+
+  std::string block_name() const {
+    return "block (" + std::to_string(idx.x) + "," + std::to_string(idx.y) + "," +
+           std::to_string(idx.z) + ")";
+  }
+
+  // Record the first failure and wake every waiter so the block unwinds.
+  void fail(const std::string& msg) {
+    {
+      std::lock_guard<std::mutex> g(err_m);
+      if (error.empty()) error = msg;
+    }
+    aborted.store(true);
+    gen.advance();  // waiters return and, seeing `aborted`, unwind
+    for (auto& w : warps) w->gen.advance();
+  }
+  [[noreturn]] void fail_here(const std::string& msg) {
+    fail(msg);
+    throw Aborted{};
+  }
+};
+
+struct ThreadCtx {
+  Block* block = nullptr;
+  Warp* warp = nullptr;
+  unsigned linear = 0;
+  unsigned lane = 0;
+};
+inline thread_local ThreadCtx ctx;
+
+inline std::string thread_name() {
+  return "thread (" + std::to_string(threadIdx.x) + "," + std::to_string(threadIdx.y) + "," +
+         std::to_string(threadIdx.z) + ")";
+}
+
+inline void syncthreads(const std::source_location& loc) {
+  Block& b = *ctx.block;
+  std::unique_lock<std::mutex> lk(b.m);
+  if (b.aborted.load()) throw Aborted{};
+  if (b.arrived == 0) {
+    b.site = loc;
+  } else if (!same_site(b.site, loc)) {
+    const std::string msg = std::string(b.kernel) + ": divergent __syncthreads() in " +
+                            b.block_name() + ": " + thread_name() + " at " + where(loc) +
+                            " while others wait at " + where(b.site);
+    lk.unlock();
+    b.fail_here(msg);
+  }
+  const std::uint32_t my_gen = b.gen.load();
+  if (++b.arrived == b.expected) {
+    b.arrived = 0;
+    b.gen.advance();
+    return;
+  }
+  lk.unlock();
+  if (!b.gen.wait(my_gen)) {
+    lk.lock();
+    const std::string msg = std::string(b.kernel) + ": __syncthreads() at " + where(loc) +
+                            " timed out after " + std::to_string(barrier_timeout_s()) + " s in " +
+                            b.block_name() + " (" + std::to_string(b.arrived) + " of " +
+                            std::to_string(b.expected) +
+                            " live threads arrived): a barrier in divergent code, or threads "
+                            "blocked in a warp intrinsic";
+    lk.unlock();
+    b.fail_here(msg);
+  }
+  if (b.aborted.load()) throw Aborted{};
+}
+
+// A thread returned from the kernel: drop it from later barriers and warp collectives.
+inline void thread_exit() {
+  Block& b = *ctx.block;
+  {
+    std::lock_guard<std::mutex> g(b.m);
+    --b.expected;
+    if (b.arrived != 0 && b.arrived == b.expected) {
+      b.arrived = 0;
+      b.gen.advance();
+    }
+  }
+  Warp& w = *ctx.warp;
+  std::lock_guard<std::mutex> g(w.m);
+  w.exited |= 1u << ctx.lane;
+  if (w.arrived != 0 && w.arrived == w.expected()) w.complete();
+}
+
+// One lane's part in a warp collective: publishes `value`, waits for the other lanes, and returns
+// the completed slot (values of all lanes) and the lanes that took part.
+inline std::pair<const std::uint64_t*, std::uint32_t> warp_exchange(
+    WarpOp op, std::uint32_t mask, std::uint64_t value, const std::source_location& loc) {
+  Block& b = *ctx.block;
+  Warp& w = *ctx.warp;
+  const std::uint32_t me = 1u << ctx.lane;
+  std::unique_lock<std::mutex> lk(w.m);
+  if (b.aborted.load()) throw Aborted{};
+  auto fail = [&](const std::string& why) {
+    const std::string msg = std::string(b.kernel) + ": " + warp_op_name(op) + " at " + where(loc) +
+                            " in " + b.block_name() + ", " + thread_name() + " (lane " +
+                            std::to_string(ctx.lane) + "): " + why;
+    lk.unlock();
+    b.fail_here(msg);
+  };
+  if (!(mask & me)) fail("the calling lane is not in mask " + std::to_string(mask));
+  if (w.arrived == 0) {
+    w.op = op;
+    w.op_mask = mask;
+    w.site = loc;
+  } else if (w.op != op || w.op_mask != mask) {
+    fail(std::string("lanes of one warp are in different warp intrinsics or masks (") +
+         warp_op_name(w.op) + " mask " + std::to_string(w.op_mask) + " at " + where(w.site) +
+         "); concurrent disjoint-mask collectives are not emulated");
+  }
+  const std::uint32_t my_gen = w.gen.load();
+  const unsigned slot = my_gen & 1;
+  w.vals[slot][ctx.lane] = value;
+  w.arrived |= me;
+  if (w.arrived == w.expected()) {
+    w.complete();
+  } else {
+    lk.unlock();
+    if (!w.gen.wait(my_gen)) {
+      lk.lock();
+      fail("timed out after " + std::to_string(barrier_timeout_s()) +
+           " s waiting for lanes " + std::to_string(w.expected() & ~w.arrived) +
+           " of the mask (divergent code, or lanes blocked at __syncthreads)");
+    }
+    if (b.aborted.load()) throw Aborted{};
+  }
+  return {w.vals[slot], w.taking_part[slot]};
+}
+
+template <class T>
+constexpr bool shfl_type =
+    std::is_same_v<T, int> || std::is_same_v<T, unsigned int> || std::is_same_v<T, long> ||
+    std::is_same_v<T, unsigned long> || std::is_same_v<T, long long> ||
+    std::is_same_v<T, unsigned long long> || std::is_same_v<T, float> || std::is_same_v<T, double>;
+
+template <class T>
+std::uint64_t to_bits(T v) {
+  std::uint64_t u = 0;
+  std::memcpy(&u, &v, sizeof(T));
+  return u;
+}
+template <class T>
+T from_bits(std::uint64_t u) {
+  T v;
+  std::memcpy(&v, &u, sizeof(T));
+  return v;
+}
+
+inline void check_width(int width, WarpOp op, const std::source_location& loc) {
+  if (width < 1 || width > 32 || (width & (width - 1)) != 0) {
+    ctx.block->fail_here(std::string(ctx.block->kernel) + ": " + warp_op_name(op) + " at " +
+                         where(loc) + ": width " + std::to_string(width) +
+                         " is not a power of two in [1, 32]");
+  }
+}
+
+// Source lane per PTX shfl.sync (b = lane argument, c = ((32 - width) << 8) | clamp).
+inline unsigned shfl_source(WarpOp op, unsigned lane, int arg, int width) {
+  const unsigned b = static_cast<unsigned>(arg) & 31u;
+  const unsigned segmask = 32u - static_cast<unsigned>(width);
+  const unsigned min_lane = lane & segmask;
+  const unsigned max_lane = op == WarpOp::shfl_up ? min_lane : (min_lane | (31u & ~segmask));
+  int j;
+  bool ok;
+  switch (op) {
+    case WarpOp::shfl_up:
+      j = static_cast<int>(lane) - static_cast<int>(b);
+      ok = j >= static_cast<int>(max_lane);
+      break;
+    case WarpOp::shfl_down:
+      j = static_cast<int>(lane + b);
+      ok = j <= static_cast<int>(max_lane);
+      break;
+    case WarpOp::shfl_xor:
+      j = static_cast<int>(lane ^ b);
+      ok = j <= static_cast<int>(max_lane);
+      break;
+    default:
+      j = static_cast<int>(min_lane | (b & ~segmask));
+      ok = true;
+      break;
+  }
+  return ok ? static_cast<unsigned>(j) : lane;
+}
+
+template <class T>
+T shuffle(WarpOp op, unsigned mask, T var, int arg, int width, const std::source_location& loc) {
+  static_assert(shfl_type<T>, "warp shuffles take int, unsigned, long, long long (and unsigned), "
+                              "float or double, like CUDA's overloads");
+  check_width(width, op, loc);
+  auto [vals, part] = warp_exchange(op, mask, to_bits(var), loc);
+  const unsigned src = shfl_source(op, ctx.lane, arg, width);
+  if (!(part & (1u << src))) return from_bits<T>(~std::uint64_t{0});  // undefined on the GPU
+  return from_bits<T>(vals[src]);
+}
+
+// (lanes of the collective whose predicate is non-zero, lanes of the collective)
+inline std::pair<unsigned, unsigned> vote(WarpOp op, unsigned mask, int pred,
+                                          const std::source_location& loc) {
+  auto [vals, part] = warp_exchange(op, mask, pred != 0, loc);
+  unsigned ballot = 0;
+  for (unsigned l = 0; l < 32; ++l)
+    if ((part & (1u << l)) && vals[l]) ballot |= 1u << l;
+  return {ballot, part};
+}
+
+// ---- shared memory -------------------------------------------------------------------------------
+inline void check_smem(Block& b) {  // with b.smem_m held
+  if (b.static_bytes > kMaxStaticSmem)
+    b.fail_here(std::string(b.kernel) + ": static shared memory " +
+                std::to_string(b.static_bytes) + " B exceeds the 48 KB limit");
+  if (b.static_bytes + b.dyn_bytes > b.smem_limit)
+    b.fail_here(std::string(b.kernel) + ": static (" + std::to_string(b.static_bytes) +
+                " B) + dynamic (" + std::to_string(b.dyn_bytes) + " B) shared memory exceed " +
+                std::to_string(b.smem_limit) + " B" +
+                (b.smem_limit == kDefaultSmem ? " (no opt-in: hfsti::set_max_dynamic_smem)" : ""));
+}
+
+inline void* static_shared(const void* key, std::size_t bytes) {
+  Block& b = *ctx.block;
+  std::lock_guard<std::mutex> g(b.smem_m);
+  for (auto& s : b.statics)
+    if (s.key == key) return s.data.get();
+  SmemBuf s{key, bytes, std::unique_ptr<unsigned char[]>(new unsigned char[bytes ? bytes : 1])};
+  std::memset(s.data.get(), 0xFF, bytes);
+  b.static_bytes += bytes;
+  check_smem(b);
+  b.statics.push_back(std::move(s));
+  return b.statics.back().data.get();
+}
+
+inline void* dynamic_shared() { return ctx.block->dyn; }
+
+// ---- kernel opt-in attributes ------------------------------------------------------------------
+struct OptIn {
+  const void* kernel;
+  std::size_t bytes;
+};
+inline std::mutex optin_m;
+inline std::vector<OptIn> optins;
+
+inline std::size_t optin_bytes(const void* kernel) {
+  std::lock_guard<std::mutex> g(optin_m);
+  for (auto& o : optins)
+    if (o.kernel == kernel) return o.bytes;
+  return 0;
+}
+
+// ---- thread pool and launcher ------------------------------------------------------------------
+struct Job {
+  virtual void run() = 0;
+  virtual ~Job() = default;
+};
+
+struct Pool {
+  struct Worker {
+    std::binary_semaphore start{0};
+    unsigned index = 0;
+  };
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::binary_semaphore done{0};
+  std::atomic<unsigned> remaining{0};
+  Job* job = nullptr;
+  Block* block = nullptr;
+  dim3 grid, blk;
+
+  static void* main(void* arg) {
+    auto* self = static_cast<std::pair<Pool*, Worker*>*>(arg);
+    Pool& p = *self->first;
+    Worker& w = *self->second;
+    delete self;
+    for (;;) {
+      w.start.acquire();
+      p.run_thread(w.index);
+      if (p.remaining.fetch_sub(1) == 1) p.done.release();
+    }
+    return nullptr;
+  }
+
+  void run_thread(unsigned i) {
+    Block& b = *block;
+    blockDim = blk;
+    gridDim = grid;
+    blockIdx = b.idx;
+    threadIdx = uint3{i % blk.x, (i / blk.x) % blk.y, i / (blk.x * blk.y)};
+    ctx.block = &b;
+    ctx.linear = i;
+    ctx.lane = i % 32;
+    ctx.warp = b.warps[i / 32].get();
+    try {
+      job->run();
+    } catch (const Aborted&) {
+    } catch (const std::exception& e) {
+      b.fail(std::string(b.kernel) + ": " + thread_name() + " in " + b.block_name() +
+             " threw: " + e.what());
+    } catch (...) {
+      b.fail(std::string(b.kernel) + ": " + thread_name() + " threw a non-std exception");
+    }
+    thread_exit();
+  }
+
+  void grow(unsigned n) {
+    static const std::size_t stack = [] {
+      const char* s = std::getenv("HFSTI_EMU_STACK_KB");
+      long kb = s ? std::atol(s) : 0;
+      return static_cast<std::size_t>(kb > 0 ? kb : 2048) * 1024;
+    }();
+    while (workers.size() < n) {
+      auto w = std::make_unique<Worker>();
+      w->index = static_cast<unsigned>(workers.size());
+      pthread_attr_t attr;
+      pthread_attr_init(&attr);
+      pthread_attr_setstacksize(&attr, stack);
+      pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+      pthread_t tid;
+      auto* arg = new std::pair<Pool*, Worker*>(this, w.get());
+      const int rc = pthread_create(&tid, &attr, &Pool::main, arg);
+      pthread_attr_destroy(&attr);
+      if (rc != 0) {
+        delete arg;
+        throw LaunchError("hfsti emulator: cannot start thread " +
+                          std::to_string(workers.size()) + " (pthread_create error " +
+                          std::to_string(rc) + ")");
+      }
+      workers.push_back(std::move(w));
+    }
+  }
+};
+
+inline std::mutex launch_m;
+inline Pool& pool() {
+  static Pool* p = new Pool;  // never destroyed: its threads outlive static destruction
+  return *p;
+}
+
+inline void check_config(const char* name, dim3 grid, dim3 block, std::size_t smem,
+                         std::size_t optin) {
+  auto bad = [&](const std::string& why) {
+    throw LaunchError(std::string(name) + ": invalid launch: " + why);
+  };
+  const auto d = [](dim3 v) {
+    return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")";
+  };
+  if (block.x == 0 || block.y == 0 || block.z == 0 || grid.x == 0 || grid.y == 0 || grid.z == 0)
+    bad("zero grid " + d(grid) + " or block " + d(block) + " dimension");
+  if (block.x > 1024 || block.y > 1024 || block.z > 64)
+    bad("block " + d(block) + " exceeds the maximum (1024,1024,64)");
+  if (static_cast<unsigned long long>(block.x) * block.y * block.z > 1024)
+    bad("block " + d(block) + " has more than 1024 threads");
+  if (grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535)
+    bad("grid " + d(grid) + " exceeds the maximum (2147483647,65535,65535)");
+  if (optin == 0 && smem > kDefaultSmem)
+    bad(std::to_string(smem) + " B of dynamic shared memory exceed 48 KB and the kernel has not "
+        "opted in (hfsti::set_max_dynamic_smem)");
+  if (optin != 0 && smem > optin)
+    bad(std::to_string(smem) + " B of dynamic shared memory exceed the kernel's opt-in of " +
+        std::to_string(optin) + " B");
+}
+
+template <class F, class Tuple>
+struct KernelJob final : Job {
+  F f;
+  Tuple args;
+  KernelJob(F fn, Tuple a) : f(fn), args(std::move(a)) {}
+  void run() override { std::apply(f, args); }  // kernel parameters are copies, as on the GPU
+};
+
+inline void run_launch(const char* name, const void* key, Job& job, dim3 grid, dim3 block,
+                       std::size_t smem) {
+  const std::size_t optin = optin_bytes(key);
+  check_config(name, grid, block, smem, optin);
+  std::lock_guard<std::mutex> g(launch_m);
+  Pool& p = pool();
+  const unsigned n = block.x * block.y * block.z;
+  p.grow(n);
+  Block b;
+  b.kernel = name;
+  b.nthreads = n;
+  b.dyn_bytes = smem;
+  b.smem_limit = optin ? kMaxSmemOptin : kDefaultSmem;
+  std::unique_ptr<unsigned char[]> dyn(new unsigned char[smem ? smem : 1]);
+  b.dyn = dyn.get();
+  for (unsigned w = 0; w < (n + 31) / 32; ++w) b.warps.push_back(std::make_unique<Warp>());
+  p.job = &job;
+  p.block = &b;
+  p.grid = grid;
+  p.blk = block;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        b.idx = uint3{x, y, z};
+        b.expected = n;
+        b.arrived = 0;
+        b.statics.clear();
+        b.static_bytes = 0;
+        std::memset(b.dyn, 0xFF, smem);
+        for (unsigned w = 0; w < b.warps.size(); ++w) {
+          const unsigned lanes = std::min(32u, n - 32 * w);
+          b.warps[w]->reset(lanes == 32 ? 0xFFFFFFFFu : ((1u << lanes) - 1));
+        }
+        p.remaining.store(n);
+        for (unsigned i = 0; i < n; ++i) p.workers[i]->start.release();
+        p.done.acquire();
+        if (b.aborted.load()) throw LaunchError(b.error);
+      }
+}
+
+}  // namespace emu
+
+// Launch `kernel` on grid x block with `smem` bytes of dynamic shared memory (synchronous; the
+// stream is ignored). Throws LaunchError naming `name` on a bad configuration or kernel failure.
+template <class... P, class... A>
+void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, std::size_t smem,
+            stream_t /*stream*/, A&&... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "hfsti::launch: wrong number of kernel arguments");
+  using Tuple = std::tuple<std::decay_t<P>...>;
+  emu::KernelJob<void (*)(P...), Tuple> job(kernel, Tuple(static_cast<P>(std::forward<A>(args))...));
+  emu::run_launch(name, reinterpret_cast<const void*>(kernel), job, grid, block, smem);
+}
+
+// Let `kernel` use up to `bytes` of dynamic shared memory (the GPU's
+// cudaFuncAttributeMaxDynamicSharedMemorySize); needed above 48 KB, at most 227 KB.
+template <class... P>
+void set_max_dynamic_smem(const char* name, void (*kernel)(P...), std::size_t bytes) {
+  if (bytes > emu::kMaxSmemOptin)
+    throw LaunchError(std::string(name) + ": cannot opt in to " + std::to_string(bytes) +
+                      " B of dynamic shared memory: the maximum is 227 KB (232448 B)");
+  const void* key = reinterpret_cast<const void*>(kernel);
+  std::lock_guard<std::mutex> g(emu::optin_m);
+  for (auto& o : emu::optins)
+    if (o.kernel == key) {
+      o.bytes = bytes;
+      return;
+    }
+  emu::optins.push_back({key, bytes});
+}
+
+}  // namespace hfsti
+
+// ---- shared memory macros ----------------------------------------------------------------------
+#define HFSTI_SHARED(T, name, N)                                                          \
+  T(&name)[N] = *reinterpret_cast<T(*)[N]>(::hfsti::emu::static_shared(                 \
+      [] {                                                                                \
+        static const char hfsti_site_key = 0;                                             \
+        return static_cast<const void*>(&hfsti_site_key);                                 \
+      }(),                                                                                \
+      sizeof(T) * (N)))
+#define HFSTI_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::hfsti::emu::dynamic_shared())
+
+// ---- barriers and warp intrinsics --------------------------------------------------------------
+inline void __syncthreads(std::source_location loc = std::source_location::current()) {
+  hfsti::emu::syncthreads(loc);
+}
+inline void __syncwarp(unsigned mask = 0xFFFFFFFFu,
+                       std::source_location loc = std::source_location::current()) {
+  hfsti::emu::warp_exchange(hfsti::emu::WarpOp::syncwarp, mask, 0, loc);
+}
+template <class T>
+T __shfl_sync(unsigned mask, T var, int srcLane, int width = warpSize,
+              std::source_location loc = std::source_location::current()) {
+  return hfsti::emu::shuffle(hfsti::emu::WarpOp::shfl, mask, var, srcLane, width, loc);
+}
+template <class T>
+T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
+                 std::source_location loc = std::source_location::current()) {
+  return hfsti::emu::shuffle(hfsti::emu::WarpOp::shfl_up, mask, var, static_cast<int>(delta),
+                             width, loc);
+}
+template <class T>
+T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
+                   std::source_location loc = std::source_location::current()) {
+  return hfsti::emu::shuffle(hfsti::emu::WarpOp::shfl_down, mask, var, static_cast<int>(delta),
+                             width, loc);
+}
+template <class T>
+T __shfl_xor_sync(unsigned mask, T var, int laneMask, int width = warpSize,
+                  std::source_location loc = std::source_location::current()) {
+  return hfsti::emu::shuffle(hfsti::emu::WarpOp::shfl_xor, mask, var, laneMask, width, loc);
+}
+inline unsigned __ballot_sync(unsigned mask, int pred,
+                              std::source_location loc = std::source_location::current()) {
+  return hfsti::emu::vote(hfsti::emu::WarpOp::ballot, mask, pred, loc).first;
+}
+inline int __any_sync(unsigned mask, int pred,
+                      std::source_location loc = std::source_location::current()) {
+  return hfsti::emu::vote(hfsti::emu::WarpOp::any, mask, pred, loc).first != 0;
+}
+inline int __all_sync(unsigned mask, int pred,
+                      std::source_location loc = std::source_location::current()) {
+  const auto [yes, part] = hfsti::emu::vote(hfsti::emu::WarpOp::all, mask, pred, loc);
+  return yes == part;
+}
+inline unsigned __activemask() {
+  hfsti::emu::Warp& w = *hfsti::emu::ctx.warp;
+  std::lock_guard<std::mutex> g(w.m);
+  return w.present & ~w.exited;
+}
+
+// ---- memory fences, loads, atomics -------------------------------------------------------------
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+template <class T>
+inline T __ldg(const T* p) {
+  return *p;
+}
+template <class T>
+inline T atomicAdd(T* p, T v) {
+  static_assert(std::is_arithmetic_v<T> && (sizeof(T) == 4 || sizeof(T) == 8),
+                "atomicAdd: 4- or 8-byte arithmetic types");
+  return std::atomic_ref<T>(*p).fetch_add(v);
+}
+template <class T>
+inline T atomicMax(T* p, T v) {
+  static_assert(std::is_integral_v<T>, "atomicMax: integer types");
+  std::atomic_ref<T> a(*p);
+  T old = a.load();
+  while (old < v && !a.compare_exchange_weak(old, v)) {
+  }
+  return old;
+}
+template <class T>
+inline T atomicMin(T* p, T v) {
+  static_assert(std::is_integral_v<T>, "atomicMin: integer types");
+  std::atomic_ref<T> a(*p);
+  T old = a.load();
+  while (old > v && !a.compare_exchange_weak(old, v)) {
+  }
+  return old;
+}
+
+// ---- integer and bit intrinsics ----------------------------------------------------------------
+inline int __popc(unsigned x) { return std::popcount(x); }
+inline int __popcll(unsigned long long x) { return std::popcount(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __ffsll(long long x) { return __builtin_ffsll(x); }
+inline int __clz(int x) { return std::countl_zero(static_cast<unsigned>(x)); }
+inline int __clzll(long long x) { return std::countl_zero(static_cast<unsigned long long>(x)); }
+inline unsigned __brev(unsigned x) {
+  unsigned r = 0;
+  for (int i = 0; i < 32; ++i) r |= ((x >> i) & 1u) << (31 - i);
+  return r;
+}
+inline float __int_as_float(int x) { return std::bit_cast<float>(x); }
+inline int __float_as_int(float x) { return std::bit_cast<int>(x); }
+inline float __uint_as_float(unsigned x) { return std::bit_cast<float>(x); }
+inline unsigned __float_as_uint(float x) { return std::bit_cast<unsigned>(x); }
+inline double __longlong_as_double(long long x) { return std::bit_cast<double>(x); }
+inline long long __double_as_longlong(double x) { return std::bit_cast<long long>(x); }
+
+// CUDA's global min/max overloads.
+#define HFSTI_EMU_MINMAX(T)                      \
+  inline T min(T a, T b) { return b < a ? b : a; } \
+  inline T max(T a, T b) { return a < b ? b : a; }
+HFSTI_EMU_MINMAX(int)
+HFSTI_EMU_MINMAX(unsigned int)
+HFSTI_EMU_MINMAX(long)
+HFSTI_EMU_MINMAX(unsigned long)
+HFSTI_EMU_MINMAX(long long)
+HFSTI_EMU_MINMAX(unsigned long long)
+#undef HFSTI_EMU_MINMAX
+inline float min(float a, float b) { return fminf(a, b); }
+inline float max(float a, float b) { return fmaxf(a, b); }
+inline double min(double a, double b) { return fmin(a, b); }
+inline double max(double a, double b) { return fmax(a, b); }
+inline double min(float a, double b) { return fmin(a, b); }
+inline double max(float a, double b) { return fmax(a, b); }
+inline double min(double a, float b) { return fmin(a, b); }
+inline double max(double a, float b) { return fmax(a, b); }
+
+// ---- math: CUDA-only names mapped onto libm ----------------------------------------------------
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+inline float rcbrtf(float x) { return 1.0f / cbrtf(x); }
+inline float __expf(float x) { return expf(x); }
+inline float __exp10f(float x) { return powf(10.0f, x); }
+inline float __logf(float x) { return logf(x); }
+inline float __log2f(float x) { return log2f(x); }
+inline float __log10f(float x) { return log10f(x); }
+inline float __powf(float x, float y) { return powf(x, y); }
+inline float __sinf(float x) { return sinf(x); }
+inline float __cosf(float x) { return cosf(x); }
+inline float __tanf(float x) { return tanf(x); }
+inline void __sincosf(float x, float* s, float* c) { sincosf(x, s, c); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float fdividef(float a, float b) { return a / b; }
+inline float __saturatef(float x) { return x != x ? 0.0f : fminf(fmaxf(x, 0.0f), 1.0f); }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __frcp_rn(float a) { return 1.0f / a; }
+inline float __fsqrt_rn(float a) { return sqrtf(a); }
+inline float __frsqrt_rn(float a) { return 1.0f / sqrtf(a); }
+inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
+inline float normcdff(float x) { return 0.5f * erfcf(-x * 0.70710678118654752f); }
+inline double normcdf(double x) { return 0.5 * erfc(-x * 0.70710678118654752440); }
+
+namespace hfsti::emu {
+// sin(pi x), cos(pi x) in double with exact reduction, so integers and halves give exact 0 / +-1.
+inline void sincospi_d(double x, double* s, double* c) {
+  const double n = std::nearbyint(2.0 * x);
+  const double r = (x - 0.5 * n) * 3.14159265358979323846;  // |r| <= pi/4
+  const double sr = std::sin(r), cr = std::cos(r);
+  switch (static_cast<long long>(std::fmod(n, 4.0) + 4.0) % 4) {
+    case 0: *s = sr; *c = cr; break;
+    case 1: *s = cr; *c = -sr; break;
+    case 2: *s = -sr; *c = -cr; break;
+    default: *s = -cr; *c = sr; break;
+  }
+}
+}  // namespace hfsti::emu
+inline void sincospi(double x, double* s, double* c) { hfsti::emu::sincospi_d(x, s, c); }
+inline void sincospif(float x, float* s, float* c) {
+  double sd, cd;
+  hfsti::emu::sincospi_d(x, &sd, &cd);
+  *s = static_cast<float>(sd);
+  *c = static_cast<float>(cd);
+}
+inline double sinpi(double x) {
+  double s, c;
+  hfsti::emu::sincospi_d(x, &s, &c);
+  return s;
+}
+inline double cospi(double x) {
+  double s, c;
+  hfsti::emu::sincospi_d(x, &s, &c);
+  return c;
+}
+inline float sinpif(float x) { return static_cast<float>(sinpi(x)); }
+inline float cospif(float x) { return static_cast<float>(cospi(x)); }
