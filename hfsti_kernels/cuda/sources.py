@@ -1,0 +1,67 @@
+"""Where the CUDA sources are, and which kernels each one registers.
+
+``csrc/`` lives at the repository root; setup.py ships it as the data package
+``hfsti_kernels.csrc``, so an installed wheel finds it next to this package and an editable
+install (or a plain checkout) finds it at the root. The kernels a file registers are read from
+its ``HFSTI_REGISTER_KERNEL(<name expression>);`` lines (csrc/include/hfsti/kernel_table.h), the
+one list that the nvcc build, the NVRTC/CuPy path and the reports share.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+from pathlib import Path
+
+_REGISTRATION = re.compile(r"^\s*HFSTI_REGISTER_KERNEL\((.+)\)\s*;", re.MULTILINE)
+
+
+@functools.cache
+def csrc_dir() -> Path:
+    """The folder holding ``binding.cpp``, the kernel ``.cu`` files and ``include/``."""
+    try:
+        spec = importlib.util.find_spec("hfsti_kernels.csrc")
+    except ImportError:
+        spec = None
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(loc) / "binding.cpp").exists():
+            return Path(loc)
+    root = Path(__file__).resolve().parents[2] / "csrc"
+    if (root / "binding.cpp").exists():
+        return root
+    raise FileNotFoundError("hfsti_kernels.csrc: the CUDA sources are not installed")
+
+
+def include_dir() -> str:
+    return str(csrc_dir() / "include")
+
+
+def kernel_files() -> list[Path]:
+    """Every kernel source (``csrc/*.cu``; test kernels live under ``csrc/tests/``)."""
+    return sorted(csrc_dir().glob("*.cu"))
+
+
+def binding_file() -> Path:
+    return csrc_dir() / "binding.cpp"
+
+
+def headers() -> list[Path]:
+    return sorted((csrc_dir() / "include").rglob("*.h"))
+
+
+def normalise(expr: str) -> str:
+    """A name expression as the launch table stores it (whitespace runs collapsed)."""
+    return " ".join(expr.split())
+
+
+def registrations(path: Path) -> list[str]:
+    """The kernel name expressions that the source ``path`` registers, in order."""
+    text = Path(path).read_text(encoding="utf-8")
+    return [normalise(m.group(1)) for m in _REGISTRATION.finditer(text)]
+
+
+@functools.cache
+def kernel_index() -> dict[str, Path]:
+    """Kernel name expression -> the ``csrc/*.cu`` file that defines it."""
+    return {name: path for path in kernel_files() for name in registrations(path)}
