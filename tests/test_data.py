@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sixteen_bit import copy_tree_16bit, write_png16
 
 from hfsti.data import (
     FrameSource,
@@ -18,7 +19,9 @@ from hfsti.data import (
     SyntheticClips,
     list_cases,
     load_frame,
+    load_image,
     load_mask,
+    luminance,
     natural_key,
     synthetic_clip,
     write_mask,
@@ -268,6 +271,60 @@ def test_load_mask_modes(tmp_path):
     for name in ["l.png", "rgb.png", "one.png"]:
         m = load_mask(tmp_path / name)
         assert m.dtype == bool and np.array_equal(m, want), name
+
+
+def test_16bit_frames_read_by_their_range(tmp_path):
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    write_png16(tmp_path / "rgb16.png", rgb)
+    write_png16(tmp_path / "gray16.png", rgb[..., 1])
+    assert load_image(tmp_path / "rgb16.png").dtype == np.uint16
+    assert np.array_equal(load_frame(tmp_path / "rgb16.png"), rgb)  # RGB order, 8-bit values
+    assert np.array_equal(load_frame(tmp_path / "gray16.png"), np.repeat(rgb[..., 1:2], 3, -1))
+    mid = np.full((4, 4), 30000, np.uint16)  # 46% of full scale: a mid gray, not white
+    cv2.imwrite(str(tmp_path / "mid.png"), mid)
+    assert np.all(load_frame(tmp_path / "mid.png") == round(30000 / 257))
+    src = FrameSource(tmp_path / "mid.png")  # what segment reads
+    assert np.all(next(iter(src))[1] == 117)
+
+
+def test_mask_rule_is_one_for_8_and_16_bit(tmp_path):
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    Image.fromarray(values).save(tmp_path / "m8.png")
+    write_png16(tmp_path / "m16.png", values)
+    write_png16(tmp_path / "m16rgb.png", np.repeat(values[..., None], 3, -1))
+    want = values > 128
+    for name in ("m8.png", "m16.png", "m16rgb.png"):
+        assert np.array_equal(load_mask(tmp_path / name), want), name
+    rim = np.zeros((8, 8), np.uint16)
+    rim[2:6, 2:6] = 20000  # a gray anti-aliased rim, 31% of full scale: background
+    rim[3:5, 3:5] = 65535
+    cv2.imwrite(str(tmp_path / "rim.png"), rim)
+    assert load_mask(tmp_path / "rim.png").sum() == 4
+    edge = np.array([[128 * 257, 128 * 257 + 1]], np.uint16)  # the 16-bit threshold
+    cv2.imwrite(str(tmp_path / "edge.png"), edge)
+    assert load_mask(tmp_path / "edge.png").tolist() == [[False, True]]
+
+
+def test_luminance_is_pils():
+    rgb = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert np.array_equal(luminance(rgb), np.asarray(Image.fromarray(rgb).convert("L")))
+
+
+def test_16bit_tree_trains_like_the_8bit_one(tree, tmp_path):
+    deep = copy_tree_16bit(tree, tmp_path / "deep")
+    assert load_image(deep / "GT" / "case2" / "1.png").dtype == np.uint16
+    a = SUNSEGClips(tree, clip_len=2, size=24, cases=["case2", "case1"])
+    b = SUNSEGClips(deep, clip_len=2, size=24, cases=["case2", "case1"])
+    for i in range(len(a)):
+        assert torch.equal(a[i]["frames"], b[i]["frames"])
+        assert torch.equal(a[i]["masks"], b[i]["masks"])
+
+
+def test_empty_case_folders_are_reported(tree):
+    (tree / "Frame" / "case7").mkdir()
+    with pytest.warns(UserWarning, match=r"skipped 1 empty case folder.*: case7"):
+        assert "case7" not in list_cases(tree)
 
 
 def test_multiple_roots(tree, tmp_path):

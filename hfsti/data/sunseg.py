@@ -6,9 +6,11 @@ Layout (SUN-SEG, also used by the CVC-612 copy in ``shared/data/cvc612``)::
     root/GT/<case>/<stem>.png                  masks (0/255, possibly anti-aliased)
 
 A frame and its mask are matched by file stem; the frames of a case are ordered by the natural
-order of their stems ("2" < "10"). Masks are binarised as the SUN-SEG / VPS evaluation toolbox
-does: luminance (PIL ``convert("L")``, ITU-R 601) ``> 128``. For the usual gray masks (R = G = B)
-the luminance is exactly that value.
+order of their stems ("2" < "10"). Images are read at their stored depth (8 or 16 bits, by
+``load_image``, the one reader). Masks are binarised as the SUN-SEG / VPS evaluation toolbox
+does: luminance (PIL ``convert("L")``, ITU-R 601) ``> 128`` of 255, and at 16 bits the same
+fraction of full scale (``> 32896`` of 65535). For the usual gray masks (R = G = B) the luminance
+is exactly that value.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,7 +34,9 @@ __all__ = [
     "list_cases",
     "list_images",
     "load_frame",
+    "load_image",
     "load_mask",
+    "luminance",
     "natural_key",
     "resize_clip",
 ]
@@ -80,9 +85,9 @@ def list_cases(root: str | Path) -> dict[str, list[Pair]]:
     """Map each case of a SUN-SEG-layout ``root`` to its (frame, mask) paths.
 
     Returns ``{case: [(frame_path, mask_path), ...]}`` with cases and frames in natural order.
-    Case folders without any image are skipped. Raises ValueError naming the offending path when
-    the root, ``Frame/`` or ``GT/`` is missing, when no case has frames, when a case has no GT
-    folder, or when a frame has no mask.
+    Case folders without any image are skipped with a warning naming them. Raises ValueError
+    naming the offending path when the root, ``Frame/`` or ``GT/`` is missing, when no case has
+    frames, when a case has no GT folder, or when a frame has no mask.
     """
     root = Path(root)
     if not root.is_dir():
@@ -92,12 +97,14 @@ def list_cases(root: str | Path) -> dict[str, list[Pair]]:
         if not d.is_dir():
             raise ValueError(f"{root}: expected a SUN-SEG layout with Frame/ and GT/; missing {d}")
     cases: dict[str, list[Pair]] = {}
+    empty = []
     for case_dir in sorted(
         (d for d in frame_dir.iterdir() if d.is_dir()), key=lambda d: natural_key(d.name)
     ):
         frames = list_images(case_dir)
         if not frames:
-            continue  # an empty case folder is harmless; an entirely empty root is caught below
+            empty.append(case_dir.name)  # reported below; an entirely empty root is an error
+            continue
         case_gt = gt_dir / case_dir.name
         if not case_gt.is_dir():
             raise ValueError(
@@ -114,43 +121,92 @@ def list_cases(root: str | Path) -> dict[str, list[Pair]]:
         raise ValueError(
             f"{root}: no frames found under {frame_dir} (expected Frame/<case>/<image>)"
         )
+    if empty:
+        warnings.warn(
+            f"skipped {len(empty)} empty case folder(s) of {frame_dir} (no images): "
+            + ", ".join(empty),
+            stacklevel=2,
+        )
     return cases
 
 
-def _open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image; any decoding failure becomes a ValueError naming it."""
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image at its stored depth: uint8 or uint16, gray (H, W) or RGB (H, W, 3).
+
+    The one image reader of the package: frames, masks and predicted maps all come through it, so
+    8- and 16-bit files (PNG, TIFF) are read by their real range everywhere. Alpha is dropped;
+    1-bit, palette and other 8-bit modes become 8-bit gray or RGB. Raises ValueError naming the
+    file when it is missing, cannot be decoded, or has a depth other than 8 or 16 bits.
+    """
     path = Path(path)
     try:
         with Image.open(path) as im:
+            # PIL decodes 16-bit-per-channel colour to 8 bits: such files are read with OpenCV
+            rawmode = str(im.tile[0].args) if im.tile else ""
+            deep_colour = im.mode in ("LA", "RGB", "RGBA") and ";16" in rawmode
             im.load()  # decode now, so truncated files fail here and not later
-            return im.copy()
+            im = im.copy()
     except FileNotFoundError:
         raise ValueError(f"image file does not exist: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
+    if deep_colour:
+        bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # BGR(A), or gray + alpha
+        if bgr is None or bgr.dtype != np.uint16 or bgr.ndim != 3:
+            raise ValueError(f"cannot read the 16-bit image {path}")
+        return np.ascontiguousarray(bgr[..., 2::-1] if bgr.shape[2] >= 3 else bgr[..., 0])
+    if im.mode.startswith("I"):  # 16-bit gray ("I;16", "I;16B", ...) or 32-bit integer "I"
+        arr = np.asarray(im)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError(f"image {path}: values outside 0..65535 (expected 8 or 16 bits)")
+        return arr.astype(np.uint16)
+    if im.mode == "F":
+        raise ValueError(f"image {path}: floating-point pixels (expected 8 or 16 bits)")
+    gray = im.mode in ("1", "L", "LA")
+    return np.asarray(im.convert("L" if gray else "RGB"), dtype=np.uint8).copy()
+
+
+def _full_scale(image: np.ndarray) -> int:
+    """255 for 8-bit images, 65535 for 16-bit ones (the value of white)."""
+    return 65535 if image.dtype == np.uint16 else 255
 
 
 def load_frame(path: str | Path) -> np.ndarray:
-    """Read an image as RGB: uint8 array (H, W, 3). Gray/alpha/palette images are converted."""
-    im = _open_image(path)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    """Read an image as RGB: uint8 array (H, W, 3). Gray images are repeated over the channels;
+    16-bit images are scaled to 8 bits by their full range (``round(v / 257)``)."""
+    img = load_image(path)
+    if img.dtype == np.uint16:  # 65535 = 255 * 257: 8-bit v stored as 16 bits is v * 257
+        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img)
 
 
-def binarize_mask(gray: np.ndarray) -> np.ndarray:
-    """Binarise a 0..255 gray mask (H, W) with the SUN-SEG rule ``> 128``; returns bool (H, W)."""
-    return np.asarray(gray) > MASK_THRESHOLD
+def luminance(image: np.ndarray) -> np.ndarray:
+    """Gray (H, W) of a gray or RGB image at its own depth: ITU-R 601 luminance, computed as PIL's
+    ``convert("L")`` does (so identical to it on 8-bit images); gray images are returned as is."""
+    if image.ndim == 2:
+        return image
+    r, g, b = (image[..., c].astype(np.int64) for c in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 32768) >> 16).astype(image.dtype)
+
+
+def binarize_mask(mask: np.ndarray) -> np.ndarray:
+    """Foreground of a gray or RGB mask (H, W[, 3]) as bool (H, W).
+
+    The rule, one for every depth: luminance above 128/255 of full scale, i.e. ``> 128`` for
+    8-bit masks (the SUN-SEG rule) and ``> 32896`` (= 128 * 257) for 16-bit ones, so a mask
+    stored at either depth binarises alike. Bool masks are returned as they are.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        return mask
+    return luminance(mask) > MASK_THRESHOLD * (_full_scale(mask) // 255)
 
 
 def load_mask(path: str | Path) -> np.ndarray:
-    """Read a mask as bool (H, W): luminance (PIL ``convert("L")``) ``> 128``.
-
-    Works for L, RGB(A), palette and 1-bit masks. Luminance, not the first channel, matches the
-    SUN-SEG evaluation toolbox; for gray masks stored as RGB (R = G = B, as in CVC-612) both agree.
-    """
-    im = _open_image(path)
-    if im.mode == "1":
-        return np.asarray(im, dtype=bool).copy()
-    return binarize_mask(np.asarray(im.convert("L")))
+    """Read a mask as bool (H, W) by :func:`binarize_mask` (8- or 16-bit, gray, RGB, palette or
+    1-bit). Luminance, not the first channel, matches the SUN-SEG evaluation toolbox; for gray
+    masks stored as RGB (R = G = B, as in CVC-612) both agree."""
+    return binarize_mask(load_image(path))
 
 
 def _as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
