@@ -34,11 +34,11 @@ def check_backend(name: str) -> str:
 
 def require_cuda(x: torch.Tensor | None) -> None:
     """Raise a one-line ``ValueError`` unless the CUDA kernels can run (on ``x``'s device;
-    ``x=None``: anywhere). Until the CUDA runtime is wired in, they cannot."""
-    raise ValueError(
-        "backend: 'cuda' needs the compiled CUDA extension, which this build does not "
-        "include; use 'triton' or 'reference'"
-    )
+    ``x=None``: anywhere): CUDA tensors need the nvcc-built extension or CuPy, CPU tensors
+    ``HFSTI_CUDA_EMULATE=1`` (the host emulator); the error names the ways to get one."""
+    from hfsti_kernels.cuda import runtime
+
+    runtime.require(x)
 
 
 def select_backend(backend: str | None, x: torch.Tensor) -> str:

@@ -50,8 +50,10 @@ def test_backend_selected_at_construction():
     assert all(m.ops is ops.REFERENCE for m in users)
 
 
-def test_unknown_backends_are_named():
+def test_unknown_backends_are_named(monkeypatch):
     with pytest.raises(ValueError, match="backend: expected one of"):
         hfsti_kernels.patch(HybridLoss(), backend="fast")
-    with pytest.raises(ValueError, match="backend: 'cuda' needs the compiled CUDA extension"):
+    monkeypatch.setenv("HFSTI_CUDA_EMULATE", "0")  # no CPU path
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # and no GPU path
+    with pytest.raises(ValueError, match="backend: 'cuda' needs a CUDA device"):
         HFSTINet(HFSTIConfig(channels=8, rmp_heads=2, backend="cuda"))

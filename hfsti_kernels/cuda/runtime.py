@@ -43,13 +43,16 @@ _CPP_TYPES = {
     torch.float16: "hfsti::half_t",
     torch.bfloat16: "hfsti::bf16_t",
 }
-_NO_PATH = (
-    "backend: 'cuda' on CUDA tensors needs the nvcc-built extension hfsti_kernels._cuda "
-    "(reinstall with nvcc on PATH: pip install -e .) or CuPy (pip install 'hfsti-kernels[cupy]')"
-)
+_EXT = "the nvcc-built extension hfsti_kernels._cuda (pip install -e . with nvcc on PATH)"
+_CUPY = "CuPy (pip install 'hfsti-kernels[cupy]')"
+_EMU = "HFSTI_CUDA_EMULATE=1 (the host emulator, needs g++)"
+_NO_PATH = f"backend: 'cuda' needs, on CUDA tensors, {_EXT} or {_CUPY}"
 _NO_EMULATION = (
-    "backend: 'cuda' runs on CPU tensors only in the host emulator: set HFSTI_CUDA_EMULATE=1 "
-    "(needs g++); on CUDA tensors it needs the nvcc-built extension or CuPy"
+    f"backend: 'cuda' needs {_EMU} to run on CPU tensors; on CUDA tensors it runs with the "
+    "nvcc-built extension or CuPy"
+)
+_NO_DEVICE = (
+    f"backend: 'cuda' needs a CUDA device with {_EXT} or {_CUPY}, or for CPU tensors {_EMU}"
 )
 
 
@@ -133,15 +136,16 @@ def cupy_installed() -> bool:
 
 def executor(x: torch.Tensor | None) -> str:
     """``"nvcc"``, ``"cupy"`` or ``"emulator"``: what runs the kernels on ``x``'s device
-    (``None``: on any device); raises a one-line ``ValueError`` naming the ways to get one."""
+    (``None``: on some device of this process, the first that can); raises a one-line
+    ``ValueError`` naming the ways to get one."""
     if x is None:
-        if extension() is not None:
+        if torch.cuda.is_available() and extension() is not None:
             return "nvcc"
-        if cupy_installed():
+        if torch.cuda.is_available() and cupy_installed():
             return "cupy"
         if emulation_enabled():
             return "emulator"
-        raise ValueError(f"{_NO_PATH}; on CPU tensors set HFSTI_CUDA_EMULATE=1 (the emulator)")
+        raise ValueError(_NO_DEVICE)
     if x.is_cuda:
         if extension() is not None:
             return "nvcc"
@@ -149,7 +153,7 @@ def executor(x: torch.Tensor | None) -> str:
             return "cupy"
         raise ValueError(_NO_PATH)
     if x.device.type != "cpu":
-        raise ValueError(f"backend: 'cuda' needs CUDA tensors, got device {x.device}")
+        raise ValueError(f"backend: 'cuda' needs CUDA or CPU tensors, got device {x.device}")
     if not emulation_enabled():
         raise ValueError(_NO_EMULATION)
     return "emulator"
