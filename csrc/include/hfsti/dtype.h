@@ -8,7 +8,9 @@
 //   float -> half: round to nearest even, subnormals and overflow to inf included; a NaN keeps its
 //                  sign and top payload bits with the quiet bit set (as x86 F16C / torch do).
 //   float -> bf16: round to nearest even; every NaN becomes 0xFFFF (torch CPU's result).
-//   half/bf16 -> float: exact.
+//   half/bf16 -> float: exact; a half NaN keeps sign and payload and gets the quiet bit (F16C and
+//                  torch's vectorised CPU path; torch's scalar path returns 0x7FFFFFFF instead,
+//                  any NaN is as good for the kernels).
 // Limits: no half arithmetic operators on purpose (convert first); double -> half is not provided
 // (kernels round to float first, as their accumulator is float).
 // Works without any standard header under NVRTC (no <cstdint> there).
@@ -93,7 +95,7 @@ HFSTI_HD float half_bits_to_float(u16_t h) {
   const u32_t sign = (u32_t)(h & 0x8000u) << 16;
   u32_t e = (h >> 10) & 0x1fu;
   u32_t m = h & 0x3ffu;
-  if (e == 0x1fu) return bits_float(sign | 0x7f800000u | (m << 13));
+  if (e == 0x1fu) return bits_float(sign | 0x7f800000u | (m ? 0x400000u | (m << 13) : 0u));
   if (e == 0u) {
     if (m == 0u) return bits_float(sign);
     e = 113u;  // normalise the subnormal: value m * 2^-24

@@ -9,20 +9,22 @@
 //   serialised by a global mutex and are synchronous (the stream argument is ignored).
 // - threadIdx/blockIdx/blockDim/gridDim are thread_local globals; warps are formed from the linear
 //   thread id (x fastest) exactly as on the GPU, warpSize is 32.
-// - __syncthreads() is a block barrier (mutex + condition variable) with a timed wait: a barrier
-//   that can never complete fails after HFSTI_EMU_BARRIER_TIMEOUT_S seconds (default 60) with an
-//   error naming the kernel, block, and the barrier's source line, instead of hanging. Threads that
-//   return drop out of later barriers (as exited threads do on sm_70+). All threads at one barrier
-//   phase must be at the same __syncthreads() call site, else the launch fails at once ("divergent
-//   __syncthreads"): the CUDA guide makes a barrier in non-uniform control flow undefined.
-// - Warp intrinsics (__shfl*_sync, __ballot_sync, __any/__all_sync, __syncwarp) go through a
-//   per-warp rendezvous with a double-buffered exchange slot per lane. The lanes that take part are
-//   those of `mask` that exist and have not exited; every lane in the rendezvous must call the same
-//   intrinsic with the same mask (else the launch fails). Shuffle lane selection follows the PTX
-//   `shfl.sync` definition (width segments, up/down keep their own value at the segment edge, xor
-//   may read an earlier but not a later segment, idx wraps modulo width; lane arguments use their
-//   low 5 bits). Reading a lane that does not take part yields poison bits (all ones), as the value
-//   is undefined on the GPU.
+// - __syncthreads() is a block barrier (arrivals counted under a mutex, a timed futex wait). A
+//   barrier that can never complete fails after HFSTI_EMU_BARRIER_TIMEOUT_S seconds (default 60,
+//   read at each launch) with an error naming the kernel, the block and the barrier's source
+//   line, instead of hanging. Threads that return drop out of later barriers (as exited threads
+//   do on sm_70+). All threads at one barrier phase must be at the same __syncthreads() call
+//   site, else the launch fails at once ("divergent __syncthreads"): the CUDA guide makes a
+//   barrier in non-uniform control flow undefined.
+// - Warp intrinsics (__shfl*_sync, __ballot_sync, __any/__all_sync, __syncwarp) are rendezvous of
+//   the lanes of `mask` that exist and have not exited: each publishes its value, waits for the
+//   others, and leaves with a copy of all values. Disjoint lane groups of one warp may run their
+//   own collectives independently (as on sm_70+); lanes meeting under one mask must call the same
+//   intrinsic (else the launch fails). Shuffle lane selection follows the PTX `shfl.sync`
+//   definition (width segments, up/down keep their own value at the segment edge, xor may read an
+//   earlier but not a later segment, idx wraps modulo width; lane arguments use their low 5 bits).
+//   Reading a lane that does not take part yields poison bits (all ones), as the value is
+//   undefined on the GPU. Waits are timed like __syncthreads.
 // - Shared memory is per block: HFSTI_SHARED (static) and HFSTI_DYNAMIC_SHARED are allocated for
 //   each block and filled with 0xFF bytes (a NaN for float/double, -1 for ints) so a read before
 //   the block wrote the value shows up in results.
@@ -33,14 +35,17 @@
 // - Failures inside a kernel (timeouts, divergent barriers, shared memory limits, a C++ exception)
 //   abort the whole block and the launch throws hfsti::LaunchError whose message starts with the
 //   kernel's name.
+// - Size: one file of ~800 lines because barrier, warp exchange, shared memory, pool and launcher
+//   share the per-block state; device-library functions live in hfsti/emulate_math.h.
+// - Cost: each barrier or warp collective costs about one context switch per thread, so a block
+//   of 256 threads with a few barriers takes milliseconds; keep emulated launches small.
 //
-// Limits (not emulated): concurrent disjoint-mask warp collectives in one warp (they fail with a
-// clear error), cooperative groups, warp matrix (MMA) instructions, memory-model races between
-// blocks (blocks run one at a time), atomics beyond atomicAdd/atomicMax/atomicMin on 4/8-byte
-// types, a thread spinning forever outside a barrier (hangs), `sizeof` of a dynamic smem pointer.
-// __activemask() returns the lanes that exist and have not exited (the emulator has no notion of
-// convergence). Fast-math intrinsics (__expf, __sinf, rsqrtf, __fdividef...) are computed with
-// full-precision libm calls, so they are more accurate than on the GPU.
+// Limits (not emulated): cooperative groups, warp matrix (MMA) instructions, memory-model races
+// between blocks (blocks run one at a time), atomics beyond atomicAdd (4/8-byte arithmetic) and
+// atomicMax/atomicMin (integers), a thread spinning forever outside a barrier (hangs), `sizeof`
+// of a dynamic smem pointer. __activemask() returns the lanes that exist and have not exited (the
+// emulator has no notion of convergence). Fast-math intrinsics (__expf, __sinf, rsqrtf,
+// __fdividef...) are computed with full-precision libm calls, more accurate than on the GPU.
 #pragma once
 
 #if defined(__CUDACC__)
@@ -60,6 +65,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -73,7 +79,7 @@
 #include <utility>
 #include <vector>
 
-// ---- CUDA keywords -------------------------------------------------------------------------------
+// ---- CUDA keywords
 #define __global__
 #define __device__
 #define __host__
@@ -119,17 +125,33 @@ constexpr std::size_t kMaxStaticSmem = 48 * 1024;
 // Thrown inside kernel threads to unwind a block another thread has failed.
 struct Aborted {};
 
-inline double barrier_timeout_s() {
-  static const double t = [] {
-    const char* s = std::getenv("HFSTI_EMU_BARRIER_TIMEOUT_S");
-    double v = s ? std::atof(s) : 0.0;
-    return v > 0 ? v : 60.0;
-  }();
-  return t;
+// Read at each launch, so a test may lower it with setenv before launching.
+inline double read_barrier_timeout_s() {
+  const char* s = std::getenv("HFSTI_EMU_BARRIER_TIMEOUT_S");
+  const double v = s ? std::atof(s) : 0.0;
+  return v > 0 ? v : 60.0;
+}
+
+inline std::chrono::steady_clock::time_point deadline_after(double s) {
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+             std::chrono::duration<double>(s));
+}
+
+inline std::string seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g s", s);
+  return buf;
 }
 
 inline std::string where(const std::source_location& loc) {
   return std::string(loc.file_name()) + ":" + std::to_string(loc.line());
+}
+
+inline std::string hex(std::uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
 }
 
 inline bool same_site(const std::source_location& a, const std::source_location& b) {
@@ -151,9 +173,7 @@ struct Generation {
             nullptr, nullptr, 0);
   }
   // Wait until the counter moves past `seen`; false on timeout.
-  bool wait(std::uint32_t seen) const {
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::duration<double>(barrier_timeout_s());
+  bool wait(std::uint32_t seen, std::chrono::steady_clock::time_point deadline) const {
     for (;;) {
       if (load() != seen) return true;
       const auto left = deadline - std::chrono::steady_clock::now();
@@ -183,28 +203,49 @@ inline const char* warp_op_name(WarpOp op) {
   }
 }
 
-// Rendezvous of the lanes of one warp for a collective intrinsic.
+// One warp collective in progress: the lanes of `mask` meet, publish a value each, and every
+// participant leaves with a copy of all values. Several may be pending in one warp when disjoint
+// lane groups (different masks) synchronise independently, as sm_70+ allows.
+struct WarpCollective {
+  bool used = false, done = false;
+  WarpOp op = WarpOp::syncwarp;
+  std::uint32_t mask = 0, arrived = 0, readers = 0;
+  std::source_location site;
+  std::uint64_t vals[32];
+};
+
+// What a lane gets back from a collective: every lane's value and the lanes that took part.
+struct Exchange {
+  std::uint64_t vals[32];
+  std::uint32_t part;
+};
+
+// Rendezvous of the lanes of one warp for collective intrinsics.
 struct Warp {
   std::mutex m;
-  Generation gen;             // completed collectives
+  Generation gen;             // advanced at each completion (waiters then check their slot)
   std::uint32_t present = 0;  // lanes that exist in this block
   std::uint32_t exited = 0;   // lanes that returned
-  std::uint32_t arrived = 0;  // lanes in the pending collective
-  std::uint32_t op_mask = 0;
-  WarpOp op = WarpOp::syncwarp;
-  std::source_location site;
-  std::uint32_t taking_part[2] = {0, 0};  // lanes of each completed slot
-  std::uint64_t vals[2][32];              // double-buffered by gen parity
+  WarpCollective slots[32];   // lanes of pending collectives are disjoint: 32 suffice
 
   void reset(std::uint32_t lanes) {
     present = lanes;
-    exited = arrived = 0;
+    exited = 0;
+    for (auto& c : slots) c.used = false;
   }
-  std::uint32_t expected() const { return op_mask & present & ~exited; }
-  void complete() {  // with m held
-    taking_part[gen.load() & 1] = arrived;
-    arrived = 0;
+  std::uint32_t expected(const WarpCollective& c) const { return c.mask & present & ~exited; }
+  void complete(WarpCollective& c) {  // with m held
+    c.done = true;
+    c.readers = static_cast<std::uint32_t>(std::popcount(c.arrived));
     gen.advance();
+  }
+  // Copy the result out for one participant; the last reader frees the slot (with m held).
+  Exchange take(WarpCollective& c) {
+    Exchange e;
+    std::memcpy(e.vals, c.vals, sizeof e.vals);
+    e.part = c.arrived;
+    if (--c.readers == 0) c.used = false;
+    return e;
   }
 };
 
@@ -216,6 +257,7 @@ struct SmemBuf {
 
 struct Block {
   const char* kernel = "";
+  double timeout_s = 60.0;  // barrier / warp-collective wait limit
   uint3 idx{0, 0, 0};
   unsigned nthreads = 0;
   // block barrier
@@ -290,10 +332,11 @@ inline void syncthreads(const std::source_location& loc) {
     return;
   }
   lk.unlock();
-  if (!b.gen.wait(my_gen)) {
+  const auto deadline = deadline_after(b.timeout_s);
+  if (!b.gen.wait(my_gen, deadline)) {
     lk.lock();
     const std::string msg = std::string(b.kernel) + ": __syncthreads() at " + where(loc) +
-                            " timed out after " + std::to_string(barrier_timeout_s()) + " s in " +
+                            " timed out after " + seconds(b.timeout_s) + " in " +
                             b.block_name() + " (" + std::to_string(b.arrived) + " of " +
                             std::to_string(b.expected) +
                             " live threads arrived): a barrier in divergent code, or threads "
@@ -318,13 +361,14 @@ inline void thread_exit() {
   Warp& w = *ctx.warp;
   std::lock_guard<std::mutex> g(w.m);
   w.exited |= 1u << ctx.lane;
-  if (w.arrived != 0 && w.arrived == w.expected()) w.complete();
+  for (auto& c : w.slots)
+    if (c.used && !c.done && c.arrived == w.expected(c)) w.complete(c);
 }
 
-// One lane's part in a warp collective: publishes `value`, waits for the other lanes, and returns
-// the completed slot (values of all lanes) and the lanes that took part.
-inline std::pair<const std::uint64_t*, std::uint32_t> warp_exchange(
-    WarpOp op, std::uint32_t mask, std::uint64_t value, const std::source_location& loc) {
+// One lane's part in a warp collective: publishes `value`, waits for the other lanes of `mask`
+// that exist and have not exited, and returns every participant's value.
+inline Exchange warp_exchange(WarpOp op, std::uint32_t mask, std::uint64_t value,
+                              const std::source_location& loc) {
   Block& b = *ctx.block;
   Warp& w = *ctx.warp;
   const std::uint32_t me = 1u << ctx.lane;
@@ -337,33 +381,45 @@ inline std::pair<const std::uint64_t*, std::uint32_t> warp_exchange(
     lk.unlock();
     b.fail_here(msg);
   };
-  if (!(mask & me)) fail("the calling lane is not in mask " + std::to_string(mask));
-  if (w.arrived == 0) {
-    w.op = op;
-    w.op_mask = mask;
-    w.site = loc;
-  } else if (w.op != op || w.op_mask != mask) {
-    fail(std::string("lanes of one warp are in different warp intrinsics or masks (") +
-         warp_op_name(w.op) + " mask " + std::to_string(w.op_mask) + " at " + where(w.site) +
-         "); concurrent disjoint-mask collectives are not emulated");
+  if (!(mask & me)) fail("the calling lane is not in mask " + hex(mask));
+  WarpCollective* c = nullptr;
+  for (auto& s : w.slots)
+    if (s.used && !s.done && s.mask == mask) c = &s;
+  if (c && c->op != op)
+    fail(std::string("other lanes of the mask are in ") + warp_op_name(c->op) + " at " +
+         where(c->site) + " (all lanes of a mask must call the same intrinsic)");
+  if (!c) {
+    for (auto& s : w.slots)
+      if (!s.used) {
+        c = &s;
+        break;
+      }
+    c->used = true;
+    c->done = false;
+    c->op = op;
+    c->mask = mask;
+    c->arrived = 0;
+    c->site = loc;
   }
-  const std::uint32_t my_gen = w.gen.load();
-  const unsigned slot = my_gen & 1;
-  w.vals[slot][ctx.lane] = value;
-  w.arrived |= me;
-  if (w.arrived == w.expected()) {
-    w.complete();
-  } else {
+  c->vals[ctx.lane] = value;
+  c->arrived |= me;
+  if (c->arrived == w.expected(*c)) {
+    w.complete(*c);
+    return w.take(*c);
+  }
+  const auto deadline = deadline_after(b.timeout_s);
+  while (!c->done) {
+    const std::uint32_t seen = w.gen.load();
     lk.unlock();
-    if (!w.gen.wait(my_gen)) {
-      lk.lock();
-      fail("timed out after " + std::to_string(barrier_timeout_s()) +
-           " s waiting for lanes " + std::to_string(w.expected() & ~w.arrived) +
-           " of the mask (divergent code, or lanes blocked at __syncthreads)");
-    }
+    const bool in_time = w.gen.wait(seen, deadline);
+    lk.lock();
     if (b.aborted.load()) throw Aborted{};
+    if (!in_time && !c->done)
+      fail("timed out after " + seconds(b.timeout_s) + " waiting for lanes " +
+           hex(w.expected(*c) & ~c->arrived) + " of mask " + hex(mask) +
+           " (divergent code, or lanes blocked at __syncthreads)");
   }
-  return {w.vals[slot], w.taking_part[slot]};
+  return w.take(*c);
 }
 
 template <class T>
@@ -427,23 +483,23 @@ T shuffle(WarpOp op, unsigned mask, T var, int arg, int width, const std::source
   static_assert(shfl_type<T>, "warp shuffles take int, unsigned, long, long long (and unsigned), "
                               "float or double, like CUDA's overloads");
   check_width(width, op, loc);
-  auto [vals, part] = warp_exchange(op, mask, to_bits(var), loc);
+  const Exchange e = warp_exchange(op, mask, to_bits(var), loc);
   const unsigned src = shfl_source(op, ctx.lane, arg, width);
-  if (!(part & (1u << src))) return from_bits<T>(~std::uint64_t{0});  // undefined on the GPU
-  return from_bits<T>(vals[src]);
+  if (!(e.part & (1u << src))) return from_bits<T>(~std::uint64_t{0});  // undefined on the GPU
+  return from_bits<T>(e.vals[src]);
 }
 
 // (lanes of the collective whose predicate is non-zero, lanes of the collective)
 inline std::pair<unsigned, unsigned> vote(WarpOp op, unsigned mask, int pred,
                                           const std::source_location& loc) {
-  auto [vals, part] = warp_exchange(op, mask, pred != 0, loc);
+  const Exchange e = warp_exchange(op, mask, pred != 0, loc);
   unsigned ballot = 0;
   for (unsigned l = 0; l < 32; ++l)
-    if ((part & (1u << l)) && vals[l]) ballot |= 1u << l;
-  return {ballot, part};
+    if ((e.part & (1u << l)) && e.vals[l]) ballot |= 1u << l;
+  return {ballot, e.part};
 }
 
-// ---- shared memory -------------------------------------------------------------------------------
+// ---- shared memory
 inline void check_smem(Block& b) {  // with b.smem_m held
   if (b.static_bytes > kMaxStaticSmem)
     b.fail_here(std::string(b.kernel) + ": static shared memory " +
@@ -470,7 +526,7 @@ inline void* static_shared(const void* key, std::size_t bytes) {
 
 inline void* dynamic_shared() { return ctx.block->dyn; }
 
-// ---- kernel opt-in attributes ------------------------------------------------------------------
+// ---- kernel opt-in attributes
 struct OptIn {
   const void* kernel;
   std::size_t bytes;
@@ -485,7 +541,7 @@ inline std::size_t optin_bytes(const void* kernel) {
   return 0;
 }
 
-// ---- thread pool and launcher ------------------------------------------------------------------
+// ---- thread pool and launcher
 struct Job {
   virtual void run() = 0;
   virtual ~Job() = default;
@@ -614,6 +670,7 @@ inline void run_launch(const char* name, const void* key, Job& job, dim3 grid, d
   p.grow(n);
   Block b;
   b.kernel = name;
+  b.timeout_s = read_barrier_timeout_s();
   b.nthreads = n;
   b.dyn_bytes = smem;
   b.smem_limit = optin ? kMaxSmemOptin : kDefaultSmem;
@@ -653,7 +710,8 @@ void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, std::
             stream_t /*stream*/, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "hfsti::launch: wrong number of kernel arguments");
   using Tuple = std::tuple<std::decay_t<P>...>;
-  emu::KernelJob<void (*)(P...), Tuple> job(kernel, Tuple(static_cast<P>(std::forward<A>(args))...));
+  emu::KernelJob<void (*)(P...), Tuple> job(kernel,
+                                            Tuple(static_cast<P>(std::forward<A>(args))...));
   emu::run_launch(name, reinterpret_cast<const void*>(kernel), job, grid, block, smem);
 }
 
@@ -676,7 +734,7 @@ void set_max_dynamic_smem(const char* name, void (*kernel)(P...), std::size_t by
 
 }  // namespace hfsti
 
-// ---- shared memory macros ----------------------------------------------------------------------
+// ---- shared memory macros
 #define HFSTI_SHARED(T, name, N)                                                          \
   T(&name)[N] = *reinterpret_cast<T(*)[N]>(::hfsti::emu::static_shared(                 \
       [] {                                                                                \
@@ -686,7 +744,7 @@ void set_max_dynamic_smem(const char* name, void (*kernel)(P...), std::size_t by
       sizeof(T) * (N)))
 #define HFSTI_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::hfsti::emu::dynamic_shared())
 
-// ---- barriers and warp intrinsics --------------------------------------------------------------
+// ---- barriers and warp intrinsics
 inline void __syncthreads(std::source_location loc = std::source_location::current()) {
   hfsti::emu::syncthreads(loc);
 }
@@ -735,138 +793,4 @@ inline unsigned __activemask() {
   return w.present & ~w.exited;
 }
 
-// ---- memory fences, loads, atomics -------------------------------------------------------------
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-template <class T>
-inline T __ldg(const T* p) {
-  return *p;
-}
-template <class T>
-inline T atomicAdd(T* p, T v) {
-  static_assert(std::is_arithmetic_v<T> && (sizeof(T) == 4 || sizeof(T) == 8),
-                "atomicAdd: 4- or 8-byte arithmetic types");
-  return std::atomic_ref<T>(*p).fetch_add(v);
-}
-template <class T>
-inline T atomicMax(T* p, T v) {
-  static_assert(std::is_integral_v<T>, "atomicMax: integer types");
-  std::atomic_ref<T> a(*p);
-  T old = a.load();
-  while (old < v && !a.compare_exchange_weak(old, v)) {
-  }
-  return old;
-}
-template <class T>
-inline T atomicMin(T* p, T v) {
-  static_assert(std::is_integral_v<T>, "atomicMin: integer types");
-  std::atomic_ref<T> a(*p);
-  T old = a.load();
-  while (old > v && !a.compare_exchange_weak(old, v)) {
-  }
-  return old;
-}
-
-// ---- integer and bit intrinsics ----------------------------------------------------------------
-inline int __popc(unsigned x) { return std::popcount(x); }
-inline int __popcll(unsigned long long x) { return std::popcount(x); }
-inline int __ffs(int x) { return __builtin_ffs(x); }
-inline int __ffsll(long long x) { return __builtin_ffsll(x); }
-inline int __clz(int x) { return std::countl_zero(static_cast<unsigned>(x)); }
-inline int __clzll(long long x) { return std::countl_zero(static_cast<unsigned long long>(x)); }
-inline unsigned __brev(unsigned x) {
-  unsigned r = 0;
-  for (int i = 0; i < 32; ++i) r |= ((x >> i) & 1u) << (31 - i);
-  return r;
-}
-inline float __int_as_float(int x) { return std::bit_cast<float>(x); }
-inline int __float_as_int(float x) { return std::bit_cast<int>(x); }
-inline float __uint_as_float(unsigned x) { return std::bit_cast<float>(x); }
-inline unsigned __float_as_uint(float x) { return std::bit_cast<unsigned>(x); }
-inline double __longlong_as_double(long long x) { return std::bit_cast<double>(x); }
-inline long long __double_as_longlong(double x) { return std::bit_cast<long long>(x); }
-
-// CUDA's global min/max overloads.
-#define HFSTI_EMU_MINMAX(T)                      \
-  inline T min(T a, T b) { return b < a ? b : a; } \
-  inline T max(T a, T b) { return a < b ? b : a; }
-HFSTI_EMU_MINMAX(int)
-HFSTI_EMU_MINMAX(unsigned int)
-HFSTI_EMU_MINMAX(long)
-HFSTI_EMU_MINMAX(unsigned long)
-HFSTI_EMU_MINMAX(long long)
-HFSTI_EMU_MINMAX(unsigned long long)
-#undef HFSTI_EMU_MINMAX
-inline float min(float a, float b) { return fminf(a, b); }
-inline float max(float a, float b) { return fmaxf(a, b); }
-inline double min(double a, double b) { return fmin(a, b); }
-inline double max(double a, double b) { return fmax(a, b); }
-inline double min(float a, double b) { return fmin(a, b); }
-inline double max(float a, double b) { return fmax(a, b); }
-inline double min(double a, float b) { return fmin(a, b); }
-inline double max(double a, float b) { return fmax(a, b); }
-
-// ---- math: CUDA-only names mapped onto libm ----------------------------------------------------
-inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
-inline double rsqrt(double x) { return 1.0 / sqrt(x); }
-inline float rcbrtf(float x) { return 1.0f / cbrtf(x); }
-inline float __expf(float x) { return expf(x); }
-inline float __exp10f(float x) { return powf(10.0f, x); }
-inline float __logf(float x) { return logf(x); }
-inline float __log2f(float x) { return log2f(x); }
-inline float __log10f(float x) { return log10f(x); }
-inline float __powf(float x, float y) { return powf(x, y); }
-inline float __sinf(float x) { return sinf(x); }
-inline float __cosf(float x) { return cosf(x); }
-inline float __tanf(float x) { return tanf(x); }
-inline void __sincosf(float x, float* s, float* c) { sincosf(x, s, c); }
-inline float __fdividef(float a, float b) { return a / b; }
-inline float fdividef(float a, float b) { return a / b; }
-inline float __saturatef(float x) { return x != x ? 0.0f : fminf(fmaxf(x, 0.0f), 1.0f); }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fdiv_rn(float a, float b) { return a / b; }
-inline float __frcp_rn(float a) { return 1.0f / a; }
-inline float __fsqrt_rn(float a) { return sqrtf(a); }
-inline float __frsqrt_rn(float a) { return 1.0f / sqrtf(a); }
-inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
-inline double __dadd_rn(double a, double b) { return a + b; }
-inline double __dmul_rn(double a, double b) { return a * b; }
-inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
-inline float normcdff(float x) { return 0.5f * erfcf(-x * 0.70710678118654752f); }
-inline double normcdf(double x) { return 0.5 * erfc(-x * 0.70710678118654752440); }
-
-namespace hfsti::emu {
-// sin(pi x), cos(pi x) in double with exact reduction, so integers and halves give exact 0 / +-1.
-inline void sincospi_d(double x, double* s, double* c) {
-  const double n = std::nearbyint(2.0 * x);
-  const double r = (x - 0.5 * n) * 3.14159265358979323846;  // |r| <= pi/4
-  const double sr = std::sin(r), cr = std::cos(r);
-  switch (static_cast<long long>(std::fmod(n, 4.0) + 4.0) % 4) {
-    case 0: *s = sr; *c = cr; break;
-    case 1: *s = cr; *c = -sr; break;
-    case 2: *s = -sr; *c = -cr; break;
-    default: *s = -cr; *c = sr; break;
-  }
-}
-}  // namespace hfsti::emu
-inline void sincospi(double x, double* s, double* c) { hfsti::emu::sincospi_d(x, s, c); }
-inline void sincospif(float x, float* s, float* c) {
-  double sd, cd;
-  hfsti::emu::sincospi_d(x, &sd, &cd);
-  *s = static_cast<float>(sd);
-  *c = static_cast<float>(cd);
-}
-inline double sinpi(double x) {
-  double s, c;
-  hfsti::emu::sincospi_d(x, &s, &c);
-  return s;
-}
-inline double cospi(double x) {
-  double s, c;
-  hfsti::emu::sincospi_d(x, &s, &c);
-  return c;
-}
-inline float sinpif(float x) { return static_cast<float>(sinpi(x)); }
-inline float cospif(float x) { return static_cast<float>(cospi(x)); }
+#include "hfsti/emulate_math.h"

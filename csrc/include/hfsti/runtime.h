@@ -8,7 +8,8 @@
 // API (the same in the nvcc and emulator builds; see docs/kernels.md):
 //   HFSTI_SHARED(T, name, N)        static shared array `T name[N]` (one poisoned copy a block
 //                                   in the emulator). Never write `__shared__` directly.
-//   HFSTI_DYNAMIC_SHARED(T, name)   `T* name` = the block's dynamic shared memory (16-byte aligned).
+//   HFSTI_DYNAMIC_SHARED(T, name)   `T* name` = the block's dynamic shared memory (16-byte
+//                                   aligned).
 //   hfsti::stream_t                 cudaStream_t (emulator: void*, ignored).
 //   hfsti::launch(name, kernel, grid, block, smem_bytes, stream, args...)
 //   HFSTI_LAUNCH(kernel, grid, block, smem_bytes, stream, args...)   same, name = #kernel
@@ -56,7 +57,8 @@ __device__ __forceinline__ unsigned char* dynamic_smem() {
 }  // namespace detail
 }  // namespace hfsti
 #define HFSTI_SHARED(T, name, N) __shared__ T name[N]
-#define HFSTI_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::hfsti::detail::dynamic_smem())
+#define HFSTI_DYNAMIC_SHARED(T, name) \
+  T* name = reinterpret_cast<T*>(::hfsti::detail::dynamic_smem())
 #endif
 
 #if defined(__CUDACC__) && !defined(__CUDACC_RTC__)
