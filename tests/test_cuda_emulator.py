@@ -45,6 +45,7 @@ _SIGNATURES = {
     "hfsti_test_run_smem_poison": (_P, _P, _P, _C.c_int, _C.c_int),
     "hfsti_test_run_config": (*(_C.c_int,) * 7, _C.c_longlong, _C.c_longlong, _P),
     "hfsti_test_run_divergent": (_C.c_int, _C.c_int, _P),
+    "hfsti_test_run_block_votes": (_P, _P, _C.c_int, _C.c_int),
     "hfsti_test_run_narrow": (_C.c_int, _P, _P, _C.c_int),
     "hfsti_test_run_widen": (_C.c_int, _P, _P, _C.c_int),
 }
@@ -199,6 +200,18 @@ def test_thread_and_block_indices(emu):
     threads = [(x, y, z) for z in range(block[2]) for y in range(block[1]) for x in range(block[0])]
     want = [x + 10 * y + 100 * z + 1000 * bx + 10000 * by + 100000 * bz
             for bx, by, bz in blocks for x, y, z in threads]  # fmt: skip
+    assert out.tolist() == want
+
+
+@pytest.mark.parametrize(("threads", "live", "fill"), [(96, 96, None), (96, 50, None), (64, 64, 1)])
+def test_block_votes(emu, threads, live, fill):
+    rng = np.random.default_rng(live)
+    x = np.full(threads, fill, np.int32) if fill is not None else rng.integers(0, 4, threads)
+    x = x.astype(np.int32)
+    out = np.full(3 * threads, -5, dtype=np.int32)
+    emu.call("hfsti_test_run_block_votes", x, out, threads, live)
+    pred = x[:live] & 1
+    want = [int(pred.sum()), int(pred.all()), int(pred.any())] * live + [-5] * 3 * (threads - live)
     assert out.tolist() == want
 
 

@@ -138,6 +138,30 @@ __global__ void hfsti_test_divergent(int mode, int* __restrict__ out) {
   }
 }
 
+// Block votes: every thread t < live writes (count, and, or) of pred = in[t] & 1 over the live
+// threads to out[3t..3t+2]; threads >= live return first (they must not count).
+__global__ void hfsti_test_block_votes(const int* __restrict__ in, int* __restrict__ out,
+                                       int live) {
+  const int t = threadIdx.x;
+  if (t >= live) return;
+  const int p = in[t] & 1;
+  const int c = __syncthreads_count(p);
+  const int a = __syncthreads_and(p);
+  const int o = __syncthreads_or(p);
+  out[3 * t] = c;
+  out[3 * t + 1] = a;
+  out[3 * t + 2] = o;
+}
+
+// The emulator's vector types must match CUDA's layout (this file is also compiled by nvcc).
+static_assert(sizeof(float2) == 8 && alignof(float2) == 8, "float2");
+static_assert(sizeof(float3) == 12 && alignof(float3) == 4, "float3");
+static_assert(sizeof(float4) == 16 && alignof(float4) == 16, "float4");
+static_assert(sizeof(double2) == 16 && alignof(double2) == 16, "double2");
+static_assert(sizeof(int2) == 8 && alignof(int2) == 8 && alignof(int4) == 16, "int2/int4");
+static_assert(sizeof(uint2) == 8 && alignof(uint4) == 16 && sizeof(uint3) == 12, "uint2/3/4");
+static_assert(sizeof(hfsti::half_t) == 2 && sizeof(hfsti::bf16_t) == 2, "16-bit types");
+
 // Conversions through kernels (the device code path of hfsti/dtype.h), grid-stride loops.
 template <class T>
 __global__ void hfsti_test_narrow(const float* __restrict__ in, T* __restrict__ out, int n) {
@@ -217,6 +241,13 @@ int hfsti_test_run_config(int kernel, int gx, int gy, int gz, int bx, int by, in
 int hfsti_test_run_divergent(int mode, int threads, int* out, char* err, int err_len) {
   return guarded(err, err_len, [&] {
     HFSTI_LAUNCH(hfsti_test_divergent, dim3(1), dim3(threads), 0, nullptr, mode, out);
+  });
+}
+
+int hfsti_test_run_block_votes(const int* in, int* out, int threads, int live, char* err,
+                               int err_len) {
+  return guarded(err, err_len, [&] {
+    HFSTI_LAUNCH(hfsti_test_block_votes, dim3(1), dim3(threads), 0, nullptr, in, out, live);
   });
 }
 

@@ -91,9 +91,43 @@
 // Shared memory must go through HFSTI_SHARED / HFSTI_DYNAMIC_SHARED (one copy per block).
 #define __shared__ HFSTI_ERROR_use_HFSTI_SHARED_or_HFSTI_DYNAMIC_SHARED_not___shared__
 
+// CUDA's built-in vector types (same sizes and alignments) and their make_* constructors.
 struct uint3 {
   unsigned int x, y, z;
 };
+struct __attribute__((aligned(8))) float2 {
+  float x, y;
+};
+struct float3 {
+  float x, y, z;
+};
+struct __attribute__((aligned(16))) float4 {
+  float x, y, z, w;
+};
+struct __attribute__((aligned(16))) double2 {
+  double x, y;
+};
+struct __attribute__((aligned(8))) int2 {
+  int x, y;
+};
+struct __attribute__((aligned(16))) int4 {
+  int x, y, z, w;
+};
+struct __attribute__((aligned(8))) uint2 {
+  unsigned int x, y;
+};
+struct __attribute__((aligned(16))) uint4 {
+  unsigned int x, y, z, w;
+};
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float3 make_float3(float x, float y, float z) { return {x, y, z}; }
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline double2 make_double2(double x, double y) { return {x, y}; }
+inline int2 make_int2(int x, int y) { return {x, y}; }
+inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
+inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
+inline uint3 make_uint3(unsigned x, unsigned y, unsigned z) { return {x, y, z}; }
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
 struct dim3 {
   unsigned int x = 1, y = 1, z = 1;
   constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1)
@@ -249,6 +283,10 @@ struct Warp {
   }
 };
 
+struct PhaseVote {
+  unsigned yes, threads;  // threads with a non-zero predicate, threads at the barrier
+};
+
 struct SmemBuf {
   const void* key;
   std::size_t bytes;
@@ -264,6 +302,8 @@ struct Block {
   std::mutex m;
   Generation gen;
   unsigned expected = 0, arrived = 0;
+  unsigned count = 0;  // threads of this phase with a non-zero predicate (__syncthreads_count)
+  PhaseVote last{};     // the completed phase's
   std::source_location site;
   // shared memory
   std::mutex smem_m;
@@ -277,6 +317,12 @@ struct Block {
   std::atomic<bool> aborted{false};
   std::mutex err_m;
   std::string error;
+
+  void complete_phase() {  // with m held
+    last = PhaseVote{count, arrived};
+    arrived = count = 0;
+    gen.advance();
+  }
 
   std::string block_name() const {
     return "block (" + std::to_string(idx.x) + "," + std::to_string(idx.y) + "," +
@@ -312,7 +358,8 @@ inline std::string thread_name() {
          std::to_string(threadIdx.z) + ")";
 }
 
-inline void syncthreads(const std::source_location& loc) {
+// Returns the phase's vote on `pred` (for __syncthreads_count/_and/_or).
+inline PhaseVote syncthreads(const std::source_location& loc, int pred = 0) {
   Block& b = *ctx.block;
   std::unique_lock<std::mutex> lk(b.m);
   if (b.aborted.load()) throw Aborted{};
@@ -326,10 +373,10 @@ inline void syncthreads(const std::source_location& loc) {
     b.fail_here(msg);
   }
   const std::uint32_t my_gen = b.gen.load();
+  b.count += pred != 0;
   if (++b.arrived == b.expected) {
-    b.arrived = 0;
-    b.gen.advance();
-    return;
+    b.complete_phase();
+    return b.last;
   }
   lk.unlock();
   const auto deadline = deadline_after(b.timeout_s);
@@ -345,6 +392,7 @@ inline void syncthreads(const std::source_location& loc) {
     b.fail_here(msg);
   }
   if (b.aborted.load()) throw Aborted{};
+  return b.last;  // written before the generation advanced (release/acquire)
 }
 
 // A thread returned from the kernel: drop it from later barriers and warp collectives.
@@ -353,10 +401,7 @@ inline void thread_exit() {
   {
     std::lock_guard<std::mutex> g(b.m);
     --b.expected;
-    if (b.arrived != 0 && b.arrived == b.expected) {
-      b.arrived = 0;
-      b.gen.advance();
-    }
+    if (b.arrived != 0 && b.arrived == b.expected) b.complete_phase();
   }
   Warp& w = *ctx.warp;
   std::lock_guard<std::mutex> g(w.m);
@@ -686,7 +731,7 @@ inline void run_launch(const char* name, const void* key, Job& job, dim3 grid, d
       for (unsigned x = 0; x < grid.x; ++x) {
         b.idx = uint3{x, y, z};
         b.expected = n;
-        b.arrived = 0;
+        b.arrived = b.count = 0;
         b.statics.clear();
         b.static_bytes = 0;
         std::memset(b.dyn, 0xFF, smem);
@@ -747,6 +792,17 @@ void set_max_dynamic_smem(const char* name, void (*kernel)(P...), std::size_t by
 // ---- barriers and warp intrinsics
 inline void __syncthreads(std::source_location loc = std::source_location::current()) {
   hfsti::emu::syncthreads(loc);
+}
+inline int __syncthreads_count(int pred,
+                               std::source_location loc = std::source_location::current()) {
+  return static_cast<int>(hfsti::emu::syncthreads(loc, pred).yes);
+}
+inline int __syncthreads_and(int pred, std::source_location loc = std::source_location::current()) {
+  const hfsti::emu::PhaseVote v = hfsti::emu::syncthreads(loc, pred);
+  return v.yes == v.threads;
+}
+inline int __syncthreads_or(int pred, std::source_location loc = std::source_location::current()) {
+  return hfsti::emu::syncthreads(loc, pred).yes != 0;
 }
 inline void __syncwarp(unsigned mask = 0xFFFFFFFFu,
                        std::source_location loc = std::source_location::current()) {
