@@ -9,6 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hfsti.data import list_cases, load_frame, load_mask, write_mask
+from hfsti.data.atomic import write_atomic
 from hfsti.metrics import METRIC_KEYS, CaseMetrics
 from hfsti.model import HFSTINet
 from hfsti.segment import frame_to_tensor, probability_map
@@ -21,12 +22,15 @@ def evaluate_model(
     cases: list[str] | None = None,
     save_predictions: str | Path | None = None,
     progress: bool = True,
+    drop_ends: bool = False,
 ) -> dict:
     """Segment every case of ``root`` (memory reset per case) and score it against its GT.
 
     Predictions are scored as probabilities at the GT's resolution; with
     ``save_predictions`` they are also written as ``<dir>/<case>/<frame>.png`` (8-bit), the
-    layout ``score_folders`` reads. Returns ``{"overall": {...}, "cases": {...}}``.
+    layout ``score_folders`` reads. ``drop_ends=True`` leaves the first and last frame of each
+    case unscored (the toolbox protocol; they still run, to fill the memory). Returns
+    ``{"overall": {...}, "cases": {...}}``.
     """
     pairs = list_cases(root)
     if cases is not None:
@@ -36,7 +40,7 @@ def evaluate_model(
         pairs = {c: pairs[c] for c in cases}
     device, size = model.mean.device, model.config.input_size
     segmenter = VideoSegmenter(model.eval())
-    metrics = CaseMetrics()
+    metrics = CaseMetrics(drop_ends=drop_ends)
     total = sum(len(p) for p in pairs.values())
     with tqdm(total=total, desc="eval", unit="frame", disable=not progress) as bar:
         for case, frames in pairs.items():
@@ -72,5 +76,5 @@ def write_json(results: dict, path: str | Path) -> None:
         "overall": clean(results["overall"]),
         "cases": {c: clean(v) for c, v in results["cases"].items()},
     }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    text = (json.dumps(data, indent=2) + "\n").encode()
+    write_atomic(path, lambda f: f.write(text))  # ValueError naming path when it cannot

@@ -5,14 +5,16 @@ Written from the published definitions in numpy + OpenCV (no scipy, no torch). T
 
 Per frame
 ---------
-* **GT**: ``bool`` as is; integer masks (``uint8`` 0..255) are foreground where ``> 128`` (an
-  integer mask whose maximum is 1 is refused as an ambiguous 0/1 mask); float masks where
+* **GT**: ``bool`` as is; integer masks (``uint8`` 0..255) are foreground where ``> 128``,
+  ``uint16`` masks where ``> 32896`` (the same 128/255 of full scale, ``hfsti.data.binarize_mask``;
+  an integer mask whose maximum is 1 is refused as an ambiguous 0/1 mask); float masks where
   ``> 0.5``. ``HxW`` or ``HxWx1``.
 * **Prediction**: resized to the GT size first if the sizes differ (``cv2.resize``, bilinear, as
   the toolbox does on the ``uint8`` map it read), then normalised to [0, 1]:
 
   - ``uint8``: ``p / 255``, then min-max normalised unless constant (the toolbox's
     ``im2double`` + ``mapminmax``); a constant map stays ``p / 255`` (all-255 is all ones).
+    ``uint16`` likewise with ``p / 65535`` (a 16-bit PNG holding ``257 v`` scores as ``v``).
   - any other dtype (float, bool, other integers; any range, e.g. logits): min-max normalised
     unless constant; a constant map is clipped to [0, 1].
 
@@ -22,7 +24,10 @@ Per frame
   ``mean(p)``.
 * **E-measure** (Fan et al. 2018) of the binarised map ``floor(255 p) >= k`` for the 256 levels
   ``k = 0..255`` (histogram + cumulative sum) -> ``meanEm`` / ``maxEm`` of the curve; **adpEm**
-  binarises ``p >= min(2 mean(p), 1)``.
+  binarises ``p >= min(2 mean(p), 1)``. The sum of the N enhanced-alignment values (each in
+  [0, 1]) is divided by ``N - 1``, as the MATLAB code, the toolbox and pysodmetrics do, so
+  E-measure values lie in [0, N / (N - 1)], not [0, 1]: a (near) perfect map scores up to
+  N / (N - 1) (1 + 8e-6 at 352x352). Kept for parity with published numbers.
 * **Weighted F-measure** (Margolin et al. 2014, beta^2 = 1): Euclidean distance transform to the
   GT, the error at the nearest GT pixel for background pixels, a 7x7 sigma-5 Gaussian
   (``fspecial``) with zero padding, the ``2 - 0.5^(d/5)`` importance weights. 0 when the GT is
@@ -70,6 +75,7 @@ Choices and intended differences
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +83,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hfsti.data.sunseg import list_images, natural_key
+from hfsti.data.sunseg import (
+    binarize_mask,
+    list_images,
+    load_image,
+    load_mask,
+    luminance,
+    natural_key,
+)
 
 __all__ = [
     "CURVE_KEYS",
@@ -87,6 +100,7 @@ __all__ = [
     "FrameScores",
     "SegMetrics",
     "adaptive_e_measure",
+    "aspect_ratio_differs",
     "dice_sensitivity_curves",
     "e_measure_curve",
     "evaluate_cases",
@@ -138,17 +152,17 @@ def prepare_frame(pred: object, gt: object) -> tuple[np.ndarray, np.ndarray]:
                 "integer gt with maximum 1 looks like a 0/1 mask, but integer masks are "
                 "binarised at > 128 (0..255); pass gt.astype(bool) or a 0/255 mask"
             )
-        g = gt > 128
+        g = binarize_mask(gt) if gt.dtype == np.uint16 else gt > 128
     elif np.issubdtype(gt.dtype, np.floating):
         g = gt > 0.5
     else:
         raise TypeError(f"unsupported gt dtype {gt.dtype}")
     g = np.ascontiguousarray(g)
 
-    if pred.dtype == np.uint8:
+    if pred.dtype in (np.uint8, np.uint16):
         if pred.shape != g.shape:
             pred = cv2.resize(np.ascontiguousarray(pred), (g.shape[1], g.shape[0]))
-        p = pred / 255
+        p = pred / (255 if pred.dtype == np.uint8 else 65535)
     else:
         if not (np.issubdtype(pred.dtype, np.number) or pred.dtype == np.bool_):
             raise TypeError(f"unsupported pred dtype {pred.dtype}")
@@ -160,7 +174,7 @@ def prepare_frame(pred: object, gt: object) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = p.min(), p.max()
     if hi != lo:
         p = (p - lo) / (hi - lo)
-    elif pred.dtype != np.uint8:
+    elif pred.dtype not in (np.uint8, np.uint16):
         p = np.clip(p, 0.0, 1.0)
     return p, g
 
@@ -287,7 +301,8 @@ def _enhanced(a, b):
 
 
 def e_measure_curve(p: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """E-measure of ``floor(255 p) >= k`` for k = 0..255 (index k)."""
+    """E-measure of ``floor(255 p) >= k`` for k = 0..255 (index k); each in [0, N / (N - 1)]
+    for N pixels (the toolbox's N - 1 divisor, see the module docstring)."""
     tp, fp = _level_counts(_levels(p), g)
     return _e_measure_from_counts(tp, fp, int(np.count_nonzero(g)), g.size)
 
@@ -301,7 +316,8 @@ def _dice_sen_from_counts(tp: np.ndarray, fp: np.ndarray, n_fg: int):
 
 
 def adaptive_e_measure(p: np.ndarray, g: np.ndarray) -> float:
-    """E-measure of ``p >= min(2 mean(p), 1)``."""
+    """E-measure of ``p >= min(2 mean(p), 1)``, in [0, N / (N - 1)] for N pixels (the toolbox's
+    N - 1 divisor, see the module docstring)."""
     thr = min(2 * p.mean(), 1)
     b = p >= thr
     tp = np.count_nonzero(b & g)
@@ -596,17 +612,23 @@ def _case_dirs(root: Path) -> dict[str, Path]:
     return {d.name: d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
 
 
-def _read_gray(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise ValueError(f"cannot read image {path}")
-    return img
+def _read_prediction(path: Path) -> np.ndarray:
+    """A predicted map as uint8 or uint16 gray, at its stored depth."""
+    return luminance(load_image(path))
+
+
+def aspect_ratio_differs(pred_shape: tuple[int, ...], gt_shape: tuple[int, ...]) -> bool:
+    """True when an (H, W) map cannot be a resize of the other: their aspect ratios differ by more
+    than rounding each side to whole pixels explains."""
+    (ph, pw), (gh, gw) = pred_shape[:2], gt_shape[:2]
+    return abs(ph * gw - gh * pw) > max(gh + gw, ph + pw) / 2
 
 
 def score_folders(
     pred_root: str | Path,
     gt_root: str | Path,
     *,
+    cases: Iterable[str] | None = None,
     drop_ends: bool = False,
     toolbox_thresholds: bool = False,
     include_max_sen: bool = False,
@@ -614,11 +636,16 @@ def score_folders(
     """Score ``pred_root/<case>/<frame>.png`` against ``gt_root/<case>/<frame>.png``.
 
     ``gt_root`` may be a SUN-SEG dataset root holding ``GT/`` (then ``gt_root/GT`` is used) or
-    the GT folder itself. Frames are matched by file stem (any image extension) and read as
-    grayscale (``cv2.IMREAD_GRAYSCALE``, as the toolbox does). A GT frame without a prediction,
-    a prediction without a GT frame, or an empty root raises ``ValueError``. Cases and frames are
-    taken in the natural order of their names ("2" < "10"). Returns the :func:`evaluate_cases`
-    dict; the keyword arguments are passed on to it.
+    the GT folder itself; ``cases`` restricts the scoring to those GT cases (ValueError naming
+    any unknown or empty one). Frames are matched by file stem (any image extension) and read
+    at their stored depth (8 or 16 bits) by ``hfsti.data.load_image``: predictions as gray
+    (luminance), GT masks by ``hfsti.data.load_mask``, the rule of every other reader. A GT frame
+    without a prediction, a prediction without a GT frame, or an empty root raises
+    ``ValueError``; GT case folders without images are skipped with a warning, and so is a
+    prediction whose aspect ratio differs from its GT's (it is stretched to the GT size, as the
+    toolbox does; one warning per case). Cases and frames are taken in the natural order of
+    their names ("2" < "10"). Returns the :func:`evaluate_cases` dict; the other keyword
+    arguments are passed on to it.
     """
     pred_root, gt_root = Path(pred_root), Path(gt_root)
     for name, root in (("pred_root", pred_root), ("gt_root", gt_root)):
@@ -629,12 +656,31 @@ def score_folders(
     gt_cases, pred_cases = _case_dirs(gt_root), _case_dirs(pred_root)
 
     gt_frames = {case: _images_by_stem(d) for case, d in gt_cases.items()}
+    empty = sorted((c for c, gts in gt_frames.items() if not gts), key=natural_key)
     gt_frames = {case: gts for case, gts in gt_frames.items() if gts}
+    if cases is not None:
+        cases = list(cases)
+        unknown = [
+            f"{c!r} ({'no GT images in' if c in gt_cases else 'not in'} {gt_root})"
+            for c in cases
+            if c not in gt_frames
+        ]
+        if unknown:
+            have = sorted(gt_frames, key=natural_key)
+            raise ValueError(f"cases: {', '.join(unknown)}; cases with GT frames: {have}")
+        gt_frames = {c: gt_frames[c] for c in cases}
+        pred_cases = {c: d for c, d in pred_cases.items() if c in gt_frames}
+    elif empty:
+        warnings.warn(
+            f"skipped {len(empty)} empty case folder(s) of {gt_root} (no GT images): "
+            + ", ".join(empty),
+            stacklevel=2,
+        )
     if not gt_frames:
         raise ValueError(f"no GT frames (<case>/<frame>.png) found under {gt_root}")
 
     pairs: dict[str, list[tuple[Path, Path]]] = {}
-    for case in sorted(gt_frames, key=natural_key):
+    for case in sorted(gt_frames, key=natural_key) if cases is None else gt_frames:
         gts = gt_frames[case]
         preds = _images_by_stem(pred_cases[case]) if case in pred_cases else {}
         missing = sorted(set(gts) - set(preds), key=natural_key)
@@ -654,8 +700,20 @@ def score_folders(
             raise ValueError(f"prediction {first} has no GT frame in {gt_root}")
 
     def frames(case_pairs: list[tuple[Path, Path]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        stretched = []
         for pred_path, gt_path in case_pairs:
-            yield _read_gray(pred_path), _read_gray(gt_path)
+            pred, gt = _read_prediction(pred_path), load_mask(gt_path)
+            if aspect_ratio_differs(pred.shape, gt.shape):
+                stretched.append((pred_path, pred.shape, gt.shape))
+            yield pred, gt
+        if stretched:
+            path, (ph, pw), (gh, gw) = stretched[0]
+            warnings.warn(
+                f"{len(stretched)} prediction(s) of {path.parent} have an aspect ratio other "
+                f"than their GT's (first: {path.name} is {pw}x{ph}, its GT {gw}x{gh}); they are "
+                "stretched to the GT size",
+                stacklevel=2,
+            )
 
     return evaluate_cases(
         {case: frames(p) for case, p in pairs.items()},

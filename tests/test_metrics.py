@@ -7,6 +7,7 @@ tests that need them skip when it is absent, those that need pysodmetrics skip w
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
@@ -461,3 +462,64 @@ def test_score_folders_mismatches(folder_tree, tmp_path):
         M.score_folders(empty, gt_root)
     with pytest.raises(ValueError, match="not a directory"):
         M.score_folders(tmp_path / "nowhere", gt_root)
+
+
+def test_score_folders_cases_and_empty_case_folders(folder_tree):
+    root, arrays = folder_tree
+    only = M.score_folders(root / "pred", root / "data", cases=["case2"])
+    assert list(only["cases"]) == ["case2"]
+    assert only == M.evaluate_cases({"case2": arrays["case2"]})
+    with pytest.raises(ValueError, match=r"cases: 'case9' \(not in .*case1.*case2"):
+        M.score_folders(root / "pred", root / "data", cases=["case9"])
+    (root / "data" / "GT" / "case5").mkdir()  # an empty case folder
+    with pytest.warns(UserWarning, match=r"skipped 1 empty case folder.*: case5"):
+        assert list(M.score_folders(root / "pred", root / "data")["cases"]) == ["case1", "case2"]
+    with pytest.raises(ValueError, match=r"'case5' \(no GT images in"):
+        M.score_folders(root / "pred", root / "data", cases=["case5"])
+
+
+def test_score_folders_16bit_by_the_one_mask_rule(tmp_path):
+    gt16 = np.zeros((40, 50), np.uint16)
+    gt16[8:27, 10:32] = 20000  # an outer anti-aliased rim: 31% of full scale, background
+    gt16[9:26, 11:31] = 32950  # an inner rim: just above 128/255 of full scale, foreground
+    gt16[10:25, 12:30] = 65535
+    rng = np.random.default_rng(8)
+    pred8 = np.clip(cv2.GaussianBlur((gt16 > 0).astype(np.float64), (0, 0), 3.0), 0, 1)
+    pred8 = (255 * np.clip(pred8 + rng.normal(0, 0.05, pred8.shape), 0, 1)).astype(np.uint8)
+    _write(tmp_path / "gt" / "c" / "1.png", gt16)
+    _write(tmp_path / "p8" / "c" / "1.png", pred8)
+    _write(tmp_path / "p16" / "c" / "1.png", pred8.astype(np.uint16) * 257)
+    expected = M.evaluate_cases({"c": [(pred8, gt16 > 128 * 257)]})
+    assert M.score_folders(tmp_path / "p8", tmp_path / "gt") == expected
+    assert M.score_folders(tmp_path / "p16", tmp_path / "gt") == expected  # 257 v scores as v
+
+
+def test_aspect_ratio_mismatch_warns(folder_tree):
+    root, _ = folder_tree
+    pred = root / "pred" / "case2" / "8.png"
+    _write(pred, cv2.resize(_square_gt(), (25, 20)))  # half size, same aspect: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        M.score_folders(root / "pred", root / "data")
+    _write(pred, cv2.resize(_square_gt(), (50, 25)))
+    with pytest.warns(UserWarning, match=r"1 prediction\(s\) of .*case2 .* 8\.png is 50x25"):
+        M.score_folders(root / "pred", root / "data")
+    assert not M.aspect_ratio_differs((289, 385), (144, 192))  # rounding of a halved odd size
+    assert M.aspect_ratio_differs((288, 384), (288, 352))
+
+
+def test_e_measure_bound_is_documented_and_shared_with_pysodmetrics(psm):
+    # The toolbox (and pysodmetrics) divide the enhanced-alignment sum by N - 1, not N: a
+    # perfect map scores N / (N - 1) > 1. Kept for toolbox parity; the docs must say so.
+    for doc in (M.__doc__, M.e_measure_curve.__doc__, M.adaptive_e_measure.__doc__):
+        assert "N / (N - 1)" in doc
+    gt = _square_gt()
+    n = gt.size
+    rng = np.random.default_rng(9)
+    for pred in (gt, 255 - gt, rng.integers(0, 256, gt.shape, dtype=np.uint8)):
+        fs = M.score_frame(pred, gt)
+        assert fs.em_curve.min() >= 0 and fs.em_curve.max() <= n / (n - 1)
+        assert 0 <= fs.adp_em <= n / (n - 1)
+        em = psm.Emeasure()
+        em.step(pred, gt)
+        np.testing.assert_allclose(fs.em_curve, em.get_results()["em"]["curve"][::-1], atol=1e-12)
