@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hfsti.data import FrameSource, write_mask, write_overlay
+from hfsti.data.atomic import TEMP_SUFFIX
 from hfsti.model import HFSTINet
 from hfsti.stream import VideoSegmenter
 
@@ -19,12 +21,14 @@ from hfsti.stream import VideoSegmenter
 @dataclass
 class SegmentSummary:
     frames: int
-    resolution: tuple[int, int]  # (width, height) of the input frames
+    resolution: tuple[int, int]  # (width, height) of the input frames (the largest, if they vary)
     model_size: int
     seconds: float  # wall time of the whole job, reading and writing included
     model_seconds: float  # time spent in the model (synchronised on GPU)
     device: str
     precision: str  # "fp32 reference", or e.g. "fp16 fused + CUDA graphs"
+    # every distinct (width, height) met, smallest to largest pixel count
+    resolutions: tuple[tuple[int, int], ...] = ()
 
     @property
     def fps(self) -> float:
@@ -36,8 +40,12 @@ class SegmentSummary:
 
     def __str__(self) -> str:
         w, h = self.resolution
+        res = f"{w}x{h}"
+        if len(self.resolutions) > 1:
+            (w0, h0), (w1, h1) = self.resolutions[0], self.resolutions[-1]
+            res = f"{w0}x{h0} to {w1}x{h1} ({len(self.resolutions)} sizes)"
         return (
-            f"frames: {self.frames}  resolution: {w}x{h} (model at {self.model_size}x"
+            f"frames: {self.frames}  resolution: {res} (model at {self.model_size}x"
             f"{self.model_size})  device: {self.device}  precision: {self.precision}\n"
             f"speed: {self.fps:.1f} frames/s end to end, {self.model_fps:.1f} frames/s in the model"
         )
@@ -56,6 +64,56 @@ def probability_map(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return prob[0, 0].cpu().numpy()
 
 
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def owned_files(out_dir: str | Path) -> list[Path]:
+    """The files of ``out_dir`` that :func:`segment` writes: ``masks/*.png``,
+    ``overlays/*.jpg`` and temporary files an interrupted write left there."""
+    out_dir = Path(out_dir)
+    found = []
+    for sub, pattern in (("masks", "*.png"), ("overlays", "*.jpg")):
+        if (out_dir / sub).is_dir():
+            found += sorted((out_dir / sub).glob(pattern))
+            found += sorted((out_dir / sub).glob(f".*{TEMP_SUFFIX}"))
+    return [p for p in found if p.is_file()]
+
+
+def prepare_output(
+    out_dir: str | Path, overlays: bool = True, overwrite: bool = False, arg: str = "out_dir"
+) -> Path:
+    """Check ``out_dir`` and create ``masks/`` (and ``overlays/``) in it, so one run's files are
+    never mixed with another's: a folder that holds :func:`owned_files` of an earlier run is
+    refused unless ``overwrite``, which removes those files first (nothing else in the folder is
+    touched). Raises a one-line ValueError starting with ``arg`` when ``out_dir`` is a file, cannot
+    be created or written, or holds an earlier run's output."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{arg}: {out_dir} is a file, expected a folder for masks/ and overlays/")
+    old = owned_files(out_dir)
+    if old and not overwrite:
+        raise ValueError(
+            f"{arg}: {out_dir} already holds {len(old)} mask/overlay file(s) of an earlier run "
+            f"(e.g. {old[0]}); choose another folder, or overwrite (hfsti segment --overwrite) "
+            "to remove them first"
+        )
+    for path in old:
+        try:
+            path.unlink()
+        except OSError as e:
+            raise ValueError(f"{arg}: cannot remove {path}: {_reason(e)}") from e
+    for sub in ("masks", "overlays") if overlays else ("masks",):
+        folder = out_dir / sub
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):  # writable? (cheap, removed at once)
+                pass
+        except OSError as e:
+            raise ValueError(f"{arg}: cannot write into {folder}: {_reason(e)}") from e
+    return out_dir
+
+
 def segment(
     model: HFSTINet,
     source: FrameSource,
@@ -65,19 +123,19 @@ def segment(
     progress: bool = True,
     accelerate_dtype: torch.dtype | None = None,
     cuda_graphs: bool = True,
+    overwrite: bool = False,
 ) -> SegmentSummary:
     """Segment every frame of ``source`` in order, with memory carried from frame to frame.
 
     Writes ``out_dir/masks/<name>.png`` (8-bit probability at the frame's resolution) and, with
     ``overlays``, ``out_dir/overlays/<name>.jpg`` (the mask above ``threshold`` drawn on the
-    frame). With ``accelerate_dtype`` on a CUDA model, frames run through
-    ``hfsti_kernels.accelerate`` (fused ops in that dtype, CUDA graphs); otherwise through the
-    model as it is.
+    frame), each atomically (a failed write, e.g. a full disk, leaves no truncated image and
+    raises a ValueError naming the file). An ``out_dir`` holding an earlier run's masks or
+    overlays is refused unless ``overwrite`` (see :func:`prepare_output`). With
+    ``accelerate_dtype`` on a CUDA model, frames run through ``hfsti_kernels.accelerate`` (fused
+    ops in that dtype, CUDA graphs); otherwise through the model as it is.
     """
-    out_dir = Path(out_dir)
-    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
-    if overlays:
-        (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_output(out_dir, overlays=overlays, overwrite=overwrite)
     device = model.mean.device
     size = model.config.input_size
     if accelerate_dtype is not None and device.type == "cuda":
@@ -89,7 +147,7 @@ def segment(
     else:
         segmenter = VideoSegmenter(model.eval())
         precision = f"{str(model.mean.dtype).removeprefix('torch.')} {model.config.backend}"
-    count, resolution, model_seconds = 0, (0, 0), 0.0
+    count, sizes, model_seconds = 0, set(), 0.0
     start = time.perf_counter()
     try:
         total = len(source)
@@ -103,10 +161,13 @@ def segment(
         write_mask(out_dir / "masks" / f"{name}.png", prob)
         if overlays:
             write_overlay(out_dir / "overlays" / f"{name}.jpg", rgb, prob > threshold)
-        count, resolution = count + 1, (w, h)
+        count = count + 1
+        sizes.add((w, h))
+    resolutions = tuple(sorted(sizes, key=lambda wh: (wh[0] * wh[1], wh)))
     return SegmentSummary(
         frames=count,
-        resolution=resolution,
+        resolution=resolutions[-1] if resolutions else (0, 0),
+        resolutions=resolutions,
         model_size=size,
         seconds=time.perf_counter() - start,
         model_seconds=model_seconds,

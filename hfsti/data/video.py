@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .atomic import write_atomic
 from .sunseg import IMAGE_EXTENSIONS, list_images, load_frame
 from .synthetic import synthetic_clip
 
@@ -33,7 +35,8 @@ class FrameSource:
     (for a video the container's count, which may be approximate; TypeError when unknown, which
     tqdm treats as "no total"); ``description`` a one-line summary. Every pass re-reads the source.
     Raises ValueError for a missing path, a folder without images, a video OpenCV cannot open, and
-    (while iterating) an unreadable image, each naming the file.
+    (while iterating) an unreadable image, each naming the file. A video that ends before the
+    frame count its container claims gives a warning with both counts when the pass ends.
     """
 
     def __init__(
@@ -49,6 +52,8 @@ class FrameSource:
         self._files: list[Path] = []
         self._synthetic: tuple[int, int, int, int] | None = None
         if source is None or (isinstance(source, str) and source.lower() == "synthetic"):
+            if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+                raise ValueError(f"num_frames: expected an int >= 1, got {num_frames!r}")
             self.kind, self.path = "synthetic", None
             self._synthetic = (num_frames, height, width, seed)
             self._count = num_frames
@@ -129,21 +134,27 @@ class FrameSource:
                 cap.release()
             if i == 0:
                 raise ValueError(f"no frame could be decoded from video {self.path}")
+            if self._count is not None and i < self._count:
+                warnings.warn(
+                    f"video {self.path}: decoded {i} frames, but its container claims "
+                    f"{self._count} (a truncated or damaged file?)",
+                    stacklevel=2,
+                )
 
     def __repr__(self) -> str:
         return f"FrameSource({self.description})"
 
 
 def _save(path: str | Path, image: np.ndarray) -> Path:
-    """Write uint8 (H, W) or (H, W, 3) with PIL, format from the suffix; creates parent folders."""
+    """Write uint8 (H, W) or (H, W, 3) with PIL, format from the suffix, atomically (see
+    ``write_atomic``: a failed write leaves no truncated file); creates parent folders. Raises a
+    ValueError naming ``path`` when it cannot be written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot write image {path}: unknown image extension {path.suffix!r}")
     kwargs = {"quality": 95} if path.suffix.lower() in _JPEG else {}
-    try:
-        Image.fromarray(image).save(path, **kwargs)
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"cannot write image {path}: {e}") from e
-    return path
+    return write_atomic(path, lambda f: Image.fromarray(image).save(f, format=fmt, **kwargs))
 
 
 def write_mask(path: str | Path, prob: np.ndarray) -> Path:
