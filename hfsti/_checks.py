@@ -62,12 +62,6 @@ def check_like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> 
         )
 
 
-def check_finite(name: str, x: torch.Tensor) -> None:
-    """Reject NaN or Inf (costs a device sync: use on inputs, not in hot loops)."""
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name}: contains NaN or Inf")
-
-
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the reference computes in: at least float32 (SPEC section 1)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
