@@ -36,7 +36,11 @@ def evaluate_model(
     if cases is not None:
         unknown = sorted(set(cases) - set(pairs))
         if unknown:
-            raise ValueError(f"cases: {unknown} not in {root} (available: {sorted(pairs)})")
+            empty = [c for c in unknown if (Path(root) / "Frame" / c).is_dir()]
+            why = f" ({', '.join(empty)}: no frames)" if empty else ""
+            raise ValueError(
+                f"cases: {unknown} not in {root}{why} (cases with frames: {sorted(pairs)})"
+            )
         pairs = {c: pairs[c] for c in cases}
     device, size = model.mean.device, model.config.input_size
     segmenter = VideoSegmenter(model.eval())

@@ -93,6 +93,19 @@ def test_eval_weights_16bit_data_and_drop_ends(tiny, tmp_path, capsys):
     assert evaluate_model(model, data, ["c1"], progress=False) != dropped
 
 
+def test_eval_weights_names_an_empty_case(tiny):
+    model, _, data = tiny
+    (data / "Frame" / "c7").mkdir()
+    try:
+        with (
+            pytest.warns(UserWarning, match="empty case folder"),
+            pytest.raises(ValueError, match=r"\['c7'\] not in .*c7: no frames"),
+        ):
+            evaluate_model(model, data, ["c7"], progress=False)
+    finally:
+        (data / "Frame" / "c7").rmdir()
+
+
 def _write_predictions(data, preds) -> None:
     """Soft, noisy uint8 predictions for every GT frame of ``data``."""
     rng = np.random.default_rng(1)

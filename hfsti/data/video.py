@@ -161,7 +161,8 @@ def write_mask(path: str | Path, prob: np.ndarray) -> Path:
     """Write a probability map float (H, W) in [0, 1] as 8-bit gray ``round(prob * 255)``.
 
     Use a ``.png`` path (lossless). Bool masks are accepted (0 / 255). Values outside [0, 1] are
-    clipped; NaN is rejected. Returns the path.
+    clipped; NaN is rejected. Written atomically (no truncated file on failure, a ValueError
+    naming the path instead). Returns the path.
     """
     prob = np.asarray(prob)
     if prob.ndim != 2:
