@@ -40,7 +40,7 @@ _P = _C.c_void_p
 _ERR = (_C.c_char_p, _C.c_int)
 _SIGNATURES = {
     "hfsti_test_run_warp": (_C.c_int, _P, _P, _P, _P, _C.c_int),
-    "hfsti_test_run_block_sum": (_P, _P, *(_C.c_int,) * 5),
+    "hfsti_test_run_block_sum": (_C.c_int, _P, _P, *(_C.c_int,) * 5),
     "hfsti_test_run_indices": (_P, *(_C.c_int,) * 6),
     "hfsti_test_run_smem_poison": (_P, _P, _P, _C.c_int, _C.c_int),
     "hfsti_test_run_config": (*(_C.c_int,) * 7, _C.c_longlong, _C.c_longlong, _P),
@@ -184,9 +184,19 @@ def test_block_reduction(emu, grid, block):
     nblocks = grid[0] * grid[1]
     x = np.random.default_rng(0).standard_normal(nblocks * n_per_block).astype(np.float32)
     out = np.full(nblocks, np.nan, dtype=np.float32)
-    emu.call("hfsti_test_run_block_sum", x, out, *grid, *block, n_per_block)
+    emu.call("hfsti_test_run_block_sum", 0, x, out, *grid, *block, n_per_block)
     want = x.reshape(nblocks, -1).astype(np.float64).sum(1)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(("dtype", "code", "tol"), [(np.float64, 1, 1e-12), (np.float16, 2, 2e-3)])
+def test_block_reduction_templates(emu, dtype, code, tol):
+    """acc_t<T> shared memory and double shuffles (double), half loads and stores (half)."""
+    x = np.random.default_rng(1).standard_normal(3 * 300).astype(dtype)
+    out = np.full(3, np.nan, dtype=dtype)
+    emu.call("hfsti_test_run_block_sum", code, x, out, 3, 1, 128, 1, 300)
+    want = x.reshape(3, -1).astype(np.float64).sum(1)
+    np.testing.assert_allclose(out.astype(np.float64), want, rtol=tol, atol=tol * 10)
 
 
 def test_thread_and_block_indices(emu):
@@ -302,6 +312,29 @@ def test_emulator_usable_after_failure(emu):
     with pytest.raises(RuntimeError):
         emu.call("hfsti_test_run_divergent", 1, 64, np.zeros(64, dtype=np.int32))
     test_block_reduction(emu, (2, 1), (64, 1))
+
+
+def test_forked_child_can_launch(emu):
+    """A fork (DataLoader worker) inherits no pool threads; the child must start its own."""
+    test_block_reduction(emu, (2, 1), (64, 1))  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # child: report through the exit status only
+        code = 1
+        try:
+            test_block_reduction(emu, (2, 1), (64, 1))
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's launch hung")
 
 
 # ---- dtype conversions (hfsti/dtype.h) against torch

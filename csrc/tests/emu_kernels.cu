@@ -46,23 +46,25 @@ __global__ void hfsti_test_warp(const int* __restrict__ in, int* __restrict__ ou
   }
 }
 
-// Block-wide sum of x[b * n_per_block ...] into out[b]: shared memory across warps, then shuffles.
-// The grid may be 2-D; the block may be 2-D (blockDim.x * blockDim.y threads, x fastest).
-__global__ void hfsti_test_block_sum(const float* __restrict__ x, float* __restrict__ out,
+// Block-wide sum of x[b * n_per_block ...] into out[b]: shared memory across warps, then shuffles,
+// accumulated in acc_t<T>. The grid may be 2-D; the block may be 2-D (x fastest).
+template <class T>
+__global__ void hfsti_test_block_sum(const T* __restrict__ x, T* __restrict__ out,
                                      int n_per_block) {
-  HFSTI_SHARED(float, warp_sums, 32);
+  using A = hfsti::acc_t<T>;
+  HFSTI_SHARED(A, warp_sums, 32);
   const int b = blockIdx.x + gridDim.x * blockIdx.y;
   const int t = threadIdx.x + blockDim.x * threadIdx.y;
   const int nt = blockDim.x * blockDim.y;
-  float s = 0.0f;
-  for (int i = t; i < n_per_block; i += nt) s += x[b * n_per_block + i];
+  A s = 0;
+  for (int i = t; i < n_per_block; i += nt) s += hfsti::to_float(x[b * n_per_block + i]);
   for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xFFFFFFFFu, s, o);
   if (t % 32 == 0) warp_sums[t / 32] = s;
   __syncthreads();
   if (t < 32) {
-    s = t < (nt + 31) / 32 ? warp_sums[t] : 0.0f;
+    s = t < (nt + 31) / 32 ? warp_sums[t] : A(0);
     for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xFFFFFFFFu, s, o);
-    if (t == 0) out[b] = s;
+    if (t == 0) out[b] = hfsti::from_float<T>(s);
   }
 }
 
@@ -198,11 +200,21 @@ int hfsti_test_run_warp(int nthreads, const int* in, int* out, const int* args,
   });
 }
 
-int hfsti_test_run_block_sum(const float* x, float* out, int gx, int gy, int bx, int by,
+// dtype: 0 float, 1 double, 2 half (x, out as uint16 bits).
+int hfsti_test_run_block_sum(int dtype, const void* x, void* out, int gx, int gy, int bx, int by,
                              int n_per_block, char* err, int err_len) {
   return guarded(err, err_len, [&] {
-    HFSTI_LAUNCH(hfsti_test_block_sum, dim3(gx, gy), dim3(bx, by), 0, nullptr, x, out,
-                 n_per_block);
+    const dim3 g(gx, gy), b(bx, by);
+    if (dtype == 0)
+      HFSTI_LAUNCH((hfsti_test_block_sum<float>), g, b, 0, nullptr,
+                   static_cast<const float*>(x), static_cast<float*>(out), n_per_block);
+    else if (dtype == 1)
+      HFSTI_LAUNCH((hfsti_test_block_sum<double>), g, b, 0, nullptr,
+                   static_cast<const double*>(x), static_cast<double*>(out), n_per_block);
+    else
+      HFSTI_LAUNCH((hfsti_test_block_sum<hfsti::half_t>), g, b, 0, nullptr,
+                   static_cast<const hfsti::half_t*>(x), static_cast<hfsti::half_t*>(out),
+                   n_per_block);
   });
 }
 
