@@ -49,6 +49,19 @@ def _gencode(spec: str) -> list[str]:
     return flags
 
 
+def _tree_hash() -> str:
+    """hfsti_kernels.cuda.sources.tree_hash of csrc/, loaded by path (setup.py cannot import
+    the package); tests/test_cuda_build.py compares it with the current tree."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_sources", ROOT / "hfsti_kernels/cuda/sources.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.tree_hash(CSRC)
+
+
 def _warn(msg: str) -> None:
     print(f"WARNING: hfsti_kernels._cuda: {msg}", file=sys.stderr, flush=True)
 
@@ -89,7 +102,7 @@ class BuildCuda(build_ext):
         version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
         release = re.search(r"release ([\d.]+)", version)
         archs = os.environ.get("HFSTI_CUDA_ARCHS", "8.0;9.0+PTX")
-        info = f"nvcc {release.group(1) if release else '?'}, archs {archs}"
+        info = f"nvcc {release.group(1) if release else '?'}, archs {archs}, sources {_tree_hash()}"
         common = [
             "-std=c++17", "-O3", "-lineinfo", "-Xcompiler=-fPIC,-fvisibility=hidden",
             f"-I{CSRC / 'include'}", f"-I{pybind11.get_include()}",

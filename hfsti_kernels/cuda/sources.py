@@ -10,6 +10,7 @@ one list that the nvcc build, the NVRTC/CuPy path and the reports share.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import re
 from pathlib import Path
@@ -65,3 +66,14 @@ def registrations(path: Path) -> list[str]:
 def kernel_index() -> dict[str, Path]:
     """Kernel name expression -> the ``csrc/*.cu`` file that defines it."""
     return {name: path for path in kernel_files() for name in registrations(path)}
+
+
+def tree_hash(root: Path | None = None) -> str:
+    """A short hash of the sources the extension is built from (kernels, binding, headers) under
+    ``root`` (default: :func:`csrc_dir`); setup.py stamps it into the extension's build info."""
+    root = Path(root) if root is not None else csrc_dir()
+    files = [*root.glob("*.cu"), root / "binding.cpp", *(root / "include").rglob("*.h")]
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
