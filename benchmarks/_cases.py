@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from _config import BenchConfig
 
-FFT_OPS = ("fft_channel_attention", "fourier_unit", "gated_fusion")
+from hfsti_kernels._inputs import FFT_OPS, attention_inputs, fft_op_inputs, loss_inputs
+
 LOSS_OPS = ("structure_loss", "spectral_correlation_loss")
 OPS = (*FFT_OPS, "memory_attention", *LOSS_OPS)
 MODES = ("fwd_bwd", "fwd")
@@ -79,29 +80,19 @@ def cases(cfg: BenchConfig) -> list[Case]:
 
 
 def inputs(case: Case, device: torch.device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(all arguments, the differentiable ones) of the op, requiring grad in fwd_bwd mode."""
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g) * scale).to(device, case.dtype)
-
+    """(all arguments, the differentiable ones) of the op, requiring grad in fwd_bwd mode; drawn
+    by the factories the kernel tests use (``hfsti_kernels._inputs``)."""
     op = case.op
     if op in FFT_OPS:
         B, C, H, W = case.dims
-        x = [rand(B, C, H, W) for _ in range(1 if op == "fourier_unit" else 3)]
-        if op == "fourier_unit":
-            x += [rand(2 * C, 2 * C, scale=(2 * C) ** -0.5), rand(2 * C, scale=0.1)]
-        elif op == "gated_fusion":
-            x += [rand(2 * C, 2 * C, scale=(2 * C) ** -0.5), rand(2 * C, scale=0.1)]
-            x += [rand(C, 1, 3, 3, scale=1 / 3), rand(C, scale=0.1)]
-        args = diff = x
+        args = diff = fft_op_inputs(op, B, C, H, W, case.dtype, c_out=C, device=device)
     elif op == "memory_attention":
-        B, h, nq, nk, d = case.dims
-        args = diff = [rand(B, h, nq, d), rand(B, h, nk, d), rand(B, h, nk, d), rand(B, h, nk)]
+        args = diff = list(attention_inputs(case.dims, case.dtype, "full", device=device))
     else:
         B, H, W = case.dims
-        logits = rand(B, 1, H, W, scale=2.0)
-        target = (torch.rand(B, 1, H, W, generator=g) > 0.5).to(device, case.dtype)
+        logits, target = loss_inputs((B, 1, H, W), "soft", scale=2.0, device=device)
+        target = (target > 0.5).to(case.dtype)
+        logits = logits.to(case.dtype)
         args, diff = [logits, target], [logits]
     if case.mode == "fwd_bwd":
         for t in diff:

@@ -10,7 +10,7 @@ the PTX Triton generates, and Triton's shared-memory allocation); they are not t
 say nothing about speed beyond where the obvious cliffs are.
 
 How: the op suite's ``triton`` cases (``_cases.py``, at the GPU configuration's shapes) run
-forward and backward on CPU tensors under ``hfsti_kernels.offline``: Triton compiles for the
+forward and backward on CPU tensors under ``hfsti_kernels._offline``: Triton compiles for the
 target and every launch becomes a compile-only ``warmup``, so the launchers pick the same
 specialisations, constexprs and launch options as on a GPU (outputs stay uninitialised, which is
 harmless since nothing reads them). Each distinct compiled kernel is then passed to ``ptxas -v``.
@@ -45,7 +45,7 @@ sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 import _cases  # noqa: E402
 import _config  # noqa: E402
 
-from hfsti_kernels import offline  # noqa: E402
+from hfsti_kernels import _offline as offline  # noqa: E402
 
 SMEM_LIMIT = {90: 227 * 1024, 80: 163 * 1024, 89: 99 * 1024, 100: 227 * 1024}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

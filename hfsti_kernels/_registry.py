@@ -20,22 +20,17 @@ Two registries, one per concern:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
 from torch.library import triton_op, wrap_triton
 
+from hfsti.ops import OpSet
 from hfsti_kernels._backend import interpreter_enabled
 
-# The public ops, named as ``hfsti.ops`` names them.
-OPS = (
-    "fft_channel_attention",
-    "fourier_unit",
-    "gated_fusion",
-    "memory_attention",
-    "structure_loss",
-    "spectral_correlation_loss",
-)
+# The public ops, named as the fields of ``hfsti.ops.OpSet`` (after "name").
+OPS = tuple(f.name for f in dataclasses.fields(OpSet) if f.name != "name")
 # The backends that register implementations ("reference" is hfsti.ops itself, "auto" a choice).
 KERNEL_BACKENDS = ("triton", "cuda")
 

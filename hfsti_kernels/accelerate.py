@@ -20,8 +20,10 @@ Precision policy (``dtype`` = bfloat16 or float16; float32 runs the same path in
 - ``dtype``: everything else, weights, activations and the memory bank (features and masks,
   as the reference's ``Memory.push`` stores the mask in the features' dtype).
 
-Only the level-1 prediction is decoded (the deep-supervision heads 2-4 are training-only), so the
-step does less work than ``HFSTINet.step`` and returns exactly its ``logits[:, :1]``.
+The step is built from the model's own pieces (``HFSTINet.encode``, ``HFSTINet.level4``,
+``Decoder.decode``), but only the level-1 prediction gets a head (the deep-supervision heads 2-4
+are training-only), so it does less work than ``HFSTINet.step`` and returns exactly its
+``logits[:, :1]``.
 
 Memory bank and CUDA graphs. Shapes are static: a fixed ``batch_size`` (a batch means
 independent videos, all reset together) and a fixed model resolution ``size``. The bank is two
@@ -31,12 +33,13 @@ buffer: the ``k`` remembered frames sit in the last ``k`` slots, oldest first, a
 one step per ``k`` in 0..T_m, each a static computation that reads the views
 ``bank[:, T_m-k:]`` and ends by shifting the valid slots left by one and writing this frame's
 (M, mask) into the last slot, in place. ``k = 0`` is the first frame of a video: its memory is
-its own M with an all-zero mask (SPEC 2), built inside the step, and the bank is not read. On
-CUDA with ``cuda_graphs=True`` each of the T_m + 1 steps (encode, RMP, decoder and memory update)
-is captured in its own ``torch.cuda.CUDAGraph`` (all sharing one memory pool, after a warm-up on
-a side stream), and ``step`` copies the frame into the static input, replays graph ``k`` and
-returns a copy of the static output. Replay runs the same kernels on the same buffers as the
-eager path, so the two agree; the eager path is what runs on CPU or with ``cuda_graphs=False``.
+its own M with an all-zero mask (docs/model.md, Empty memory), built inside the step, and the
+bank is not read. On CUDA with ``cuda_graphs=True`` each of the T_m + 1 steps (encode, RMP,
+decoder and memory update) is captured in its own ``torch.cuda.CUDAGraph`` (all sharing one
+memory pool, after a warm-up on a side stream), and ``step`` copies the frame into the static
+input, replays graph ``k`` and returns a copy of the static output. Replay runs the same kernels
+on the same buffers as the eager path, so the two agree; the eager path is what runs on CPU or
+with ``cuda_graphs=False``.
 
 Frames whose size differs from ``size`` are resized to it (bilinear, antialiased, as
 ``hfsti.segment`` does) and the logits resized back to the frame's size, bilinearly; the memory
@@ -240,18 +243,11 @@ class AcceleratedSegmenter:
         """One frame with ``k`` remembered frames: static input -> static logits, bank in place."""
         net, T = self.model, self.memory_frames
         x = ((self._frame - self._mean) / self._std).to(self.dtype)
-        feats = net.backbone(x)
-        chis = [hfsi(red(f)) for hfsi, red, f in zip(net.hfsi[:3], net.reduce, feats[:3])]
-        m = net.mfe(feats[3])
-        if k == 0:  # first frame: its own M is the memory, with an all-zero mask
-            memory = Memory(m[:, None], m.new_zeros(m.shape[0], 1, 1, *m.shape[-2:]))
-        else:
-            memory = Memory(self._features[:, T - k :], self._masks[:, T - k :])
-        d = net.hfsi[3](net.rmp(m, memory))
-        for i in (2, 1, 0):
-            up = F.interpolate(d, size=chis[i].shape[-2:], mode="bilinear", align_corners=False)
-            d = net.decoder.fuse[i](torch.cat([chis[i], up], dim=1))
-        logits = F.conv2d(d.float(), self._head_weight, self._head_bias)
+        chis, m = net.encode(x, normalized=True)
+        # k = 0, the first frame: level4 reads its own M with an all-zero mask.
+        memory = Memory(self._features[:, T - k :], self._masks[:, T - k :]) if k else None
+        d1 = net.decoder.decode([*chis, net.level4(m, memory)])[0]  # level 1 only gets a head
+        logits = F.conv2d(d1.float(), self._head_weight, self._head_bias)
         logits = F.interpolate(logits, size=self.size, mode="bilinear", align_corners=False)
         self._logits.copy_(logits)
         prob = mask_to_grid(torch.sigmoid(logits), m.shape[-2:]).to(self.dtype)

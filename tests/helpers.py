@@ -1,4 +1,5 @@
-"""Comparison helpers shared by the tests: SPEC section 5's relative-error tolerances."""
+"""Comparison helpers shared by the tests: the relative-error tolerances of docs/ops.md,
+Tolerances."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-# Relative error ||out - ref|| / ||ref|| against the float64 reference (SPEC section 5).
+# Relative error ||out - ref|| / ||ref|| against the float64 reference (docs/ops.md, Tolerances).
 TOLERANCE = {
     torch.float64: 1e-10,
     torch.float32: 1e-5,

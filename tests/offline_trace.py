@@ -3,7 +3,7 @@
     python tests/offline_trace.py      (without TRITON_INTERPRET; run by test_kernels_compile.py)
 
 The ops run as ``triton_op``s (their GPU registration) through Dynamo and AOT autograd with
-``fullgraph=True``, under ``hfsti_kernels.offline`` (Triton targets sm_90, launches skipped):
+``fullgraph=True``, under ``hfsti_kernels._offline`` (Triton targets sm_90, launches skipped):
 the graphs are real, the outputs are not. Prints one JSON object: per op and dynamic setting,
 the Triton kernels in the forward and backward graphs and the ATen ops beside them.
 """
@@ -21,7 +21,7 @@ from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hfsti_kernels import offline  # noqa: E402
+from hfsti_kernels import _offline as offline  # noqa: E402
 
 offline.use_target(90)
 offline.route_ops_to_triton()

@@ -1,7 +1,7 @@
 """Triton FFT ops on CUDA at the model's shapes (skipped without a GPU).
 
 B=8, C=64, planes 88/44/22/11 in fp32/fp16/bf16: forward and every gradient vs the float64
-reference (SPEC 5 tolerances), torch.compile(fullgraph=True) with inductor, CUDA-graph capture
+reference (docs/ops.md, Tolerances), torch.compile(fullgraph=True) with inductor, CUDA-graph capture
 and replay of forward + backward, opcheck of every op on CUDA, determinism, strided inputs and
 ``backend="auto"`` routing CUDA tensors to the kernels.
 """
@@ -14,19 +14,19 @@ import torch
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device", allow_module_level=True)
 
-from helpers import TOLERANCE, assert_rel_close  # noqa: E402
-from test_kernels_fft_ops import (  # noqa: E402
+from fft_op_suite import (  # noqa: E402
     KERNEL,
     OPS,
     REFERENCE,
-    _strided_like,
     as_tuple,
     check_against_reference,
-    make_inputs,
     run_with_grads,
+    strided_like,
 )
+from helpers import TOLERANCE, assert_rel_close  # noqa: E402
 
-from hfsti_kernels import _registry, dft  # noqa: E402
+from hfsti_kernels import _registry, _staged, dft  # noqa: E402
+from hfsti_kernels._inputs import fft_op_inputs  # noqa: E402
 from hfsti_kernels.ops import fft_channel_attention as fca_mod  # noqa: E402
 from hfsti_kernels.ops import fourier_unit as fu_mod  # noqa: E402
 from hfsti_kernels.ops import gated_fusion as gf_mod  # noqa: E402
@@ -37,7 +37,7 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
 def cuda_inputs(op, B, C, H, W, dtype, seed=0):
-    return make_inputs(op, B, C, H, W, dtype, seed=seed, c_out=C, device=DEV)
+    return fft_op_inputs(op, B, C, H, W, dtype, seed=seed, c_out=C, device=DEV)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -83,7 +83,7 @@ def test_auto_backend_uses_kernels_on_cuda(op, monkeypatch):
 @pytest.mark.parametrize("op", OPS)
 def test_strided_inputs(op):
     inputs = cuda_inputs(op, 2, 8, 22, 22, torch.float32)
-    strided = [_strided_like(t.cpu()).to(DEV) for t in inputs]
+    strided = [strided_like(t.cpu()).to(DEV) for t in inputs]
     assert not strided[0].is_contiguous()
     check_against_reference(op, strided, 1e-5)
 
@@ -168,7 +168,7 @@ def test_staged_path_matches_single_tile_path(op, monkeypatch):
     """At 44x44 both paths fit: the staged kernels (forced) agree with the single-tile ones."""
     inputs = cuda_inputs(op, 2, 8, 44, 44, torch.float32, seed=11)
     fast = run_with_grads(lambda *a: KERNEL[op](*a, backend="triton"), inputs)
-    monkeypatch.setattr(dft, "STAGED_MIN_TILE", 16)
+    monkeypatch.setattr(_staged, "STAGED_MIN_TILE", 16)
     staged = run_with_grads(lambda *a: KERNEL[op](*a, backend="triton"), inputs, fast[2])
     for a, b in zip(fast[0] + fast[1], staged[0] + staged[1]):
         assert_rel_close(b.double(), a.double(), 1e-5, f"{op} staged vs single-tile")

@@ -1,7 +1,7 @@
 """The Triton losses on a GPU, at the model's shapes (skipped without CUDA).
 
 Loss and logits gradient of structure_loss and spectral_correlation_loss against ``hfsti.ops``
-evaluated in float64, in fp32/fp16/bf16 at the SPEC section 5 tolerances, at 352x352 (the
+evaluated in float64, in fp32/fp16/bf16 at the tolerances of docs/ops.md, at 352x352 (the
 model's prediction size) and 88x88; torch.compile (inductor, fullgraph); CUDA-graph capture
 and replay; bitwise determinism.
 """
@@ -15,6 +15,7 @@ if not torch.cuda.is_available():
 from helpers import TOLERANCE, assert_rel_close  # noqa: E402
 
 from hfsti import ops as ref  # noqa: E402
+from hfsti_kernels._inputs import prediction_inputs  # noqa: E402
 from hfsti_kernels.ops.spectral_correlation_loss import spectral_correlation_loss  # noqa: E402
 from hfsti_kernels.ops.structure_loss import structure_loss  # noqa: E402
 
@@ -31,17 +32,7 @@ SHAPES = [(8, 1, 352, 352), (8, 1, 88, 88)]
 
 def make_inputs(shape, seed=0):
     """Smooth logits of a plausible prediction and a binary blob target, in float64 on CUDA."""
-    B, _, H, W = shape
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    rows = torch.linspace(-1, 1, H, device="cuda", dtype=torch.float64)[:, None]
-    cols = torch.linspace(-1, 1, W, device="cuda", dtype=torch.float64)[None, :]
-    centre = torch.rand(B, 2, generator=g, device="cuda", dtype=torch.float64) - 0.5
-    radius = 0.2 + 0.4 * torch.rand(B, generator=g, device="cuda", dtype=torch.float64)
-    dist = (rows - centre[:, 0, None, None]) ** 2 + (cols - centre[:, 1, None, None]) ** 2
-    target = (dist < radius[:, None, None] ** 2).double()[:, None]
-    noise = torch.randn(shape, generator=g, device="cuda", dtype=torch.float64)
-    logits = 6 * (radius[:, None, None, None] ** 2 - dist[:, None]) / radius[:, None, None, None]
-    return logits * 4 + 2 * noise, target
+    return prediction_inputs(shape, seed, device="cuda")
 
 
 def loss_and_grad(fn, logits, target):

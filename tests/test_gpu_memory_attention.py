@@ -1,7 +1,7 @@
 """The Triton memory_attention kernels on a GPU, at the model's shapes (skipped without CUDA).
 
 Forward and every gradient against ``hfsti.ops.memory_attention`` evaluated in float64 at the
-SPEC section 5 tolerances; torch.compile (inductor, fullgraph); CUDA-graph capture and replay;
+docs/ops.md tolerances; torch.compile (inductor, fullgraph); CUDA-graph capture and replay;
 bitwise-deterministic key_bias gradient.
 """
 
@@ -14,6 +14,7 @@ if not torch.cuda.is_available():
 from helpers import TOLERANCE, assert_rel_close  # noqa: E402
 
 from hfsti.ops import memory_attention as reference  # noqa: E402
+from hfsti_kernels._inputs import attention_inputs  # noqa: E402
 from hfsti_kernels.ops.memory_attention import memory_attention  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -30,18 +31,11 @@ SHAPES = [
 
 
 def make_inputs(shape, dtype, bias, seed=0):
-    B, h, n_q, n_k, d = shape
-    g = torch.Generator(device="cuda").manual_seed(seed)
-
-    def randn(*size):
-        return torch.randn(*size, generator=g, device="cuda", dtype=torch.float64).to(dtype)
-
-    # (B, N, h, d) tokens viewed as (B, h, N, d), as the model builds them.
-    q = randn(B, n_q, h, d).transpose(1, 2)
-    k = randn(B, n_k, h, d).transpose(1, 2)
-    v = randn(B, n_k, h, d).transpose(1, 2)
-    key_bias = randn(B, 1, n_k) if bias else None
-    return q, k, v, key_bias
+    """(B, N, h, d) tokens viewed as (B, h, N, d), as the model builds them; a (B, 1, Nk)
+    key_bias if ``bias``."""
+    return attention_inputs(
+        shape, dtype, "bcast_h" if bias else "none", seed, device="cuda", token_major=True
+    )
 
 
 def run(fn, q, k, v, key_bias, do, **kw):

@@ -21,15 +21,15 @@ EXPECTED = {
     "fft_channel_attention": ({"_fca_fwd_kernel"}, {"_fca_bwd_kernel"}),
     "fourier_unit": (
         {"_mix_kernel", "_fu_fwd_kernel"},
-        {"_fu_bwd_kernel", "_mix_dx_kernel", "_mix_dw_kernel", "_sum_batch_kernel"},
+        {"_fu_bwd_kernel", "_mix_dx_kernel", "_mix_dw_kernel", "_mix_sum_batch_kernel"},
     ),
     "gated_fusion": (
         {"_mix_kernel", "_gf_fwd_kernel"},
-        {"_gf_bwd_kernel", "_mix_dx_kernel", "_mix_dw_kernel", "_sum_batch_kernel"},
+        {"_gf_bwd_kernel", "_mix_dx_kernel", "_mix_dw_kernel", "_mix_sum_batch_kernel"},
     ),
     "memory_attention": (
-        {"_fwd_kernel"},
-        {"_bwd_preprocess_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel"},
+        {"_ma_fwd_kernel"},
+        {"_ma_bwd_delta_kernel", "_ma_bwd_dkdv_kernel", "_ma_bwd_dq_kernel"},
     ),
     "structure_loss": ({"_sl_partial_kernel", "_sl_finalize_kernel"}, {"_sl_bwd_kernel"}),
     "spectral_correlation_loss": (

@@ -9,24 +9,12 @@ import torch
 from helpers import TOLERANCE, assert_rel_close, rel_err
 
 from hfsti.ops import memory_attention as reference
+from hfsti_kernels._inputs import ATTENTION_BIASES, attention_inputs
 from hfsti_kernels.ops.memory_attention import memory_attention
 
 # (B, h, Nq, Nk, d): ragged Nk (not a multiple of 16), d not a power of two, all-size-1.
 SHAPES = [(1, 1, 7, 19, 24), (2, 3, 5, 33, 8), (5, 1, 1, 1, 1), (1, 2, 17, 40, 3)]
-BIASES = ["none", "full", "bcast_b", "bcast_h"]
-
-
-def make_inputs(shape, dtype, bias="none", seed=0, q_mult=1.0):
-    B, h, n_q, n_k, d = shape
-    g = torch.Generator().manual_seed(seed)
-    q = (torch.randn(B, h, n_q, d, generator=g, dtype=torch.float64) * q_mult).to(dtype)
-    k = torch.randn(B, h, n_k, d, generator=g, dtype=torch.float64).to(dtype)
-    v = torch.randn(B, h, n_k, d, generator=g, dtype=torch.float64).to(dtype)
-    bias_shape = {"none": None, "full": (B, h, n_k), "bcast_b": (1, h, n_k), "bcast_h": (B, 1, n_k)}
-    key_bias = None
-    if bias_shape[bias] is not None:
-        key_bias = torch.randn(bias_shape[bias], generator=g, dtype=torch.float64).to(dtype)
-    return q, k, v, key_bias
+BIASES = list(ATTENTION_BIASES)
 
 
 def run(fn, q, k, v, key_bias, do, scale=None, **kw):
@@ -56,18 +44,18 @@ def check_against_reference(q, k, v, key_bias, tol, scale=None, seed=1, **kw):
 @pytest.mark.parametrize("bias", BIASES)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_matches_reference(shape, bias, dtype):
-    q, k, v, key_bias = make_inputs(shape, dtype, bias)
+    q, k, v, key_bias = attention_inputs(shape, dtype, bias)
     check_against_reference(q, k, v, key_bias, TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("fp32_precision", ["ieee", "tf32x3"])
 def test_custom_scale_and_precision(fp32_precision):
-    q, k, v, key_bias = make_inputs((2, 2, 9, 21, 12), torch.float32, "full")
+    q, k, v, key_bias = attention_inputs((2, 2, 9, 21, 12), torch.float32, "full")
     check_against_reference(q, k, v, key_bias, 1e-5, scale=0.77, fp32_precision=fp32_precision)
 
 
 def test_float16():
-    q, k, v, key_bias = make_inputs((1, 2, 7, 19, 24), torch.float16, "bcast_b")
+    q, k, v, key_bias = attention_inputs((1, 2, 7, 19, 24), torch.float16, "bcast_b")
     check_against_reference(q, k, v, key_bias, TOLERANCE[torch.float16])
 
 
@@ -75,7 +63,7 @@ def test_large_logits_do_not_overflow():
     # Logits up to a few hundred: exp() of them overflows fp32 unless the running max is
     # subtracted. The softmax is then nearly one-hot, so the gradients are tiny and dominated by
     # the rounding of the fp32 logits: hold them to the fp32 reference's own error (x4).
-    q, k, v, key_bias = make_inputs((1, 2, 17, 40, 8), torch.float32, "full", q_mult=30.0)
+    q, k, v, key_bias = attention_inputs((1, 2, 17, 40, 8), torch.float32, "full", q_mult=30.0)
     key_bias = key_bias * 50
     do = torch.randn(q.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     out = run(memory_attention, q, k, v, key_bias, do, backend="triton")
@@ -102,7 +90,7 @@ def test_non_contiguous_inputs():
 
 def test_expanded_output_gradient():
     # o.sum() hands the backward a zero-stride gradient.
-    q, k, v, key_bias = make_inputs((1, 2, 7, 19, 8), torch.float64, "full")
+    q, k, v, key_bias = attention_inputs((1, 2, 7, 19, 8), torch.float64, "full")
     leaves = [t.clone().requires_grad_() for t in (q, k, v, key_bias)]
     memory_attention(*leaves, backend="triton").sum().backward()
     refs = [t.clone().requires_grad_() for t in (q, k, v, key_bias)]
@@ -112,7 +100,7 @@ def test_expanded_output_gradient():
 
 
 def test_gradcheck_float64():
-    q, k, v, key_bias = make_inputs((1, 2, 3, 5, 4), torch.float64, "bcast_b")
+    q, k, v, key_bias = attention_inputs((1, 2, 3, 5, 4), torch.float64, "bcast_b")
     inputs = [t.clone().requires_grad_() for t in (q, k, v, key_bias)]
 
     def fn(q, k, v, key_bias):
@@ -122,7 +110,7 @@ def test_gradcheck_float64():
 
 
 def test_bias_gradient_is_deterministic():
-    q, k, v, key_bias = make_inputs((2, 2, 37, 45, 8), torch.float32, "bcast_h")
+    q, k, v, key_bias = attention_inputs((2, 2, 37, 45, 8), torch.float32, "bcast_h")
     do = torch.randn(q.shape, generator=torch.Generator().manual_seed(5))
     first = run(memory_attention, q, k, v, key_bias, do, backend="triton")[1]
     second = run(memory_attention, q, k, v, key_bias, do, backend="triton")[1]
@@ -134,7 +122,7 @@ def test_bias_gradient_is_deterministic():
 
 
 def _good():
-    return make_inputs((2, 3, 5, 7, 8), torch.float32, "full")
+    return attention_inputs((2, 3, 5, 7, 8), torch.float32, "full")
 
 
 @pytest.mark.parametrize(
@@ -164,7 +152,7 @@ def test_bad_scale():
 
 
 def test_head_dim_above_128_is_rejected_by_triton():
-    q, k, v, key_bias = make_inputs((1, 1, 3, 4, 129), torch.float32, "full")
+    q, k, v, key_bias = attention_inputs((1, 1, 3, 4, 129), torch.float32, "full")
     with pytest.raises(ValueError, match="q: head dim d=129 > 128"):
         memory_attention(q, k, v, key_bias, backend="triton")
     memory_attention(q, k, v, key_bias, backend="reference")  # the reference has no limit
@@ -202,13 +190,13 @@ def test_cpu_routes_to_reference(backend, monkeypatch):
 
 @pytest.mark.parametrize("bias", ["none", "bcast_h"])
 def test_opcheck(bias):
-    q, k, v, key_bias = make_inputs((2, 2, 5, 19, 8), torch.float32, bias)
+    q, k, v, key_bias = attention_inputs((2, 2, 5, 19, 8), torch.float32, bias)
     args = [t.requires_grad_() if t is not None else None for t in (q, k, v, key_bias)]
     torch.library.opcheck(torch.ops.hfsti.memory_attention_fwd.default, (*args, 0.4, "ieee"))
 
 
 def test_opcheck_backward_op():
-    q, k, v, key_bias = make_inputs((1, 2, 5, 19, 8), torch.float32, "bcast_b")
+    q, k, v, key_bias = attention_inputs((1, 2, 5, 19, 8), torch.float32, "bcast_b")
     o, lse = torch.ops.hfsti.memory_attention_fwd(q, k, v, key_bias, 0.4, "ieee")
     do = torch.randn_like(o)
     args = (do, q, k, v, key_bias, o, lse, 0.4, "ieee")
@@ -217,7 +205,7 @@ def test_opcheck_backward_op():
 
 def test_compile_fullgraph():
     torch._dynamo.reset()
-    q, k, v, key_bias = make_inputs((2, 2, 7, 19, 8), torch.float32, "bcast_b")
+    q, k, v, key_bias = attention_inputs((2, 2, 7, 19, 8), torch.float32, "bcast_b")
     do = torch.randn(q.shape, generator=torch.Generator().manual_seed(2))
 
     def fn(q, k, v, key_bias, scale):

@@ -3,8 +3,8 @@
 The interpreter computes every fp32 ``tl.dot`` exactly in fp32, whatever its
 ``input_precision``; on a GPU, "tf32" rounds both operands to TF32 (10 mantissa bits) and
 "tf32x3" adds the two cross terms of a hi/lo split (``a_hi b_lo + a_lo b_hi + a_hi b_hi``).
-Without this, a kernel's choice of TF32 would be invisible to the CPU tests, and the SPEC
-tolerances would be checked against a precision the GPU never delivers.
+Without this, a kernel's choice of TF32 would be invisible to the CPU tests, and the
+tolerances (docs/ops.md, Tolerances) would be checked against a precision the GPU never delivers.
 
 The operands are truncated (round toward zero), which is no more accurate than the hardware's
 conversion, so a tolerance that holds here holds on the GPU as far as operand rounding goes.

@@ -22,17 +22,22 @@ class Decoder(nn.Module):
         self.fuse = nn.ModuleList(ConvBNReLU(2 * channels, channels, 3) for _ in range(3))
         self.heads = nn.ModuleList(nn.Conv2d(channels, 1, 1) for _ in range(4))
 
-    def forward(self, chis: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """chis: [chi_1..chi_4], (B, C, h_i, w_i) at strides 4..32; size: input (H, W).
-
-        Returns logits (B, 4, H, W): P^1 (the prediction) first, P^4 last.
-        """
+    def decode(self, chis: list[torch.Tensor]) -> list[torch.Tensor]:
+        """chis: [chi_1..chi_4] -> [D_1..D_4], each (B, C, h_i, w_i), before the heads."""
         d = chis[3]
         decoded = [d]
         for i in (2, 1, 0):
             up = F.interpolate(d, size=chis[i].shape[-2:], mode="bilinear", align_corners=False)
             d = self.fuse[i](torch.cat([chis[i], up], dim=1))
             decoded.insert(0, d)
+        return decoded
+
+    def forward(self, chis: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """chis: [chi_1..chi_4], (B, C, h_i, w_i) at strides 4..32; size: input (H, W).
+
+        Returns logits (B, 4, H, W): P^1 (the prediction) first, P^4 last.
+        """
+        decoded = self.decode(chis)
         preds = [
             F.interpolate(head(d), size=size, mode="bilinear", align_corners=False)
             for head, d in zip(self.heads, decoded)

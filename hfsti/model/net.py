@@ -112,15 +112,19 @@ class HFSTINet(nn.Module):
 
     # ----------------------------------------------------------------- pieces
 
-    def encode(self, frames: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def encode(
+        self, frames: torch.Tensor, normalized: bool = False
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The memory-free part, for any number of frames at once.
 
         Args:
             frames: (N, 3, H, W) RGB in [0, 1].
+            normalized: True if the caller has already applied the ImageNet normalisation
+                (``hfsti_kernels.accelerate`` does it in fp32).
         Returns:
             ([chi_1, chi_2, chi_3] each (N, C, h_i, w_i), M (N, C, h_4, w_4)).
         """
-        feats = self.backbone((frames - self.mean) / self.std)
+        feats = self.backbone(frames if normalized else (frames - self.mean) / self.std)
         chis = [hfsi(red(f)) for hfsi, red, f in zip(self.hfsi[:3], self.reduce, feats[:3])]
         return chis, self.mfe(feats[3])
 
@@ -141,14 +145,18 @@ class HFSTINet(nn.Module):
         Returns:
             logits (B, 4, H, W) and the memory including this frame.
         """
-        zero = m.new_zeros(m.shape[0], 1, *m.shape[-2:])
-        bank = memory if memory is not None else Memory(m[:, None], zero[:, None])
-        chi4 = self.hfsi[3](self.rmp(m, bank))
-        logits = self.decoder([*chis, chi4], size)
+        logits = self.decoder([*chis, self.level4(m, memory)], size)
         prob = mask_to_grid(torch.sigmoid(logits[:, :1]).detach(), m.shape[-2:])
         if memory is None:
             return logits, Memory(m[:, None], prob[:, None])
         return logits, memory.push(m, prob.to(m.dtype), self.config.memory_frames)
+
+    def level4(self, m: torch.Tensor, memory: Memory | None) -> torch.Tensor:
+        """chi_4 (B, C, h_4, w_4) of a frame: RMP reads the bank (for the first frame of a video,
+        memory None: the frame's own M with an all-zero mask), then level 4's HFSI."""
+        if memory is None:
+            memory = Memory(m[:, None], m.new_zeros(m.shape[0], 1, 1, *m.shape[-2:]))
+        return self.hfsi[3](self.rmp(m, memory))
 
     def step(
         self, frame: torch.Tensor, memory: Memory | None = None

@@ -1,4 +1,4 @@
-"""Fused Triton kernels for ``fft_channel_attention`` (SPEC 1.1).
+"""Fused Triton kernels for ``fft_channel_attention`` (docs/ops.md, fft_channel_attention).
 
     y = irfft2(rfft2(q) * rfft2(k) * rfft2(v), s=(H, W))          (norm="ortho")
 
@@ -11,10 +11,11 @@ transform, see dft.py) and ``Q, K, V`` the spectra recomputed from q, k, v (chea
 complex spectra), ``dq = rfft2^T(gS * conj(K V))`` and likewise for k and v: the exact adjoint of
 the forward, i.e. circular cross-correlation. dy, q, k, v are read once; dq, dk, dv written once.
 
-Large planes (a tile side >= dft.STAGED_MIN_TILE, e.g. 88x88) take the staged kernels
-(``_fca_*_staged_kernel``, see dft.py): the same maths, one program per plane, with each transform
-split into a W pass and an H pass over small blocks and the intermediates in a per-program
-global scratch (forward 8 slots, backward 14 slots of (H_P, WH_P)).
+Large planes (a tile side >= ``_staged.STAGED_MIN_TILE``, e.g. 88x88) take each kernel's
+``IS_STAGED`` branch (docs/kernels.md, Staged path): the same maths, one program per plane, with
+each transform split into a W pass and an H pass over small blocks and the intermediates in a
+per-program global scratch of ``FWD_SLOTS`` / ``BWD_SLOTS`` slots of (H_P, WH_P). The branch is
+a constexpr, so each path compiles exactly as a kernel of its own would.
 Computation is in float32 for fp16/bf16/fp32 inputs and in float64 for float64 inputs.
 """
 
@@ -29,14 +30,8 @@ from hfsti.ops import check_fft_channel_attention_inputs
 from hfsti.ops import fft_channel_attention as _reference
 from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
-from hfsti_kernels.dft import (
-    cmul,
-    fwd,
-    inv,
+from hfsti_kernels._staged import (
     launch_planes,
-    load_fh,
-    load_fw,
-    load_plane,
     slot_pair,
     st_blk,
     st_cplx_blk,
@@ -44,39 +39,42 @@ from hfsti_kernels.dft import (
     staged_inv_h,
     staged_inv_w_blk,
     staged_row_pass,
+)
+from hfsti_kernels.dft import (
+    CG_RE,
+    G_RE,
+    cmul,
+    irdft2,
+    load_fh,
+    load_fw,
+    load_plane,
+    rdft2,
     store_plane,
 )
 
 __all__ = ["fft_channel_attention"]
 
+# Scratch slots (of (H_P, WH_P) each) per program on the staged path.
+FWD_SLOTS = 8  # t @ G for t = q, k, v; the product spectrum
+BWD_SLOTS = 14  # the W passes of dy, q, k, v; the three spectral gradients
+
 
 @triton.jit
 def _qkv_spectra(
-    Q_PTR,
-    K_PTR,
-    V_PTR,
-    plane,
-    FW_PTR,
-    H,
-    W,
-    Fr,
-    Fi,
-    H_P: tl.constexpr,
-    W_P: tl.constexpr,
-    WH_P: tl.constexpr,
-    DOT: tl.constexpr,
-):
+    Q_PTR, K_PTR, V_PTR, plane, FW_PTR, H, W, Fr, Fi,
+    H_P: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
     """rfft2 of one (H, W) plane of each of q, k, v: (qr, qi, kr, ki, vr, vi), each (H_P, WH_P).
 
     Q_PTR, K_PTR, V_PTR: (B, C, H, W) contiguous inputs, read at the offset plane.
     FW_PTR: (4, W_P, WH_P) DFT matrices; Fr, Fi: F_H as from load_fh.
     """
     dt = Fr.dtype
-    Gr = load_fw(FW_PTR, 0, W_P, WH_P, False)
-    Gi = load_fw(FW_PTR, 1, W_P, WH_P, False)
-    qr, qi = fwd(load_plane(Q_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi, DOT)
-    kr, ki = fwd(load_plane(K_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi, DOT)
-    vr, vi = fwd(load_plane(V_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi, DOT)
+    Gr = load_fw(FW_PTR, G_RE, W_P, WH_P, False)
+    Gi = load_fw(FW_PTR, G_RE + 1, W_P, WH_P, False)
+    qr, qi = rdft2(load_plane(Q_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi, DOT)
+    kr, ki = rdft2(load_plane(K_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi, DOT)
+    vr, vi = rdft2(load_plane(V_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi, DOT)
     return qr, qi, kr, ki, vr, vi
 
 
@@ -88,99 +86,8 @@ def _grad_spectrum(gr, gi, ar, ai, br, bi):
 
 
 @triton.jit
-def _fca_fwd_kernel(
-    Q_PTR,
-    K_PTR,
-    V_PTR,
-    Y_PTR,
-    FH_PTR,
-    FW_PTR,
-    H,
-    W,
-    H_P: tl.constexpr,
-    W_P: tl.constexpr,
-    WH_P: tl.constexpr,
-    DOT: tl.constexpr,
-):
-    """One program per (b, c) plane.
-
-    Q_PTR, K_PTR, V_PTR: (B, C, H, W) contiguous inputs; Y_PTR: (B, C, H, W) output.
-    FH_PTR: (2, H_P, H_P), FW_PTR: (4, W_P, WH_P) DFT matrices in the compute dtype.
-    """
-    plane = tl.program_id(0).to(tl.int64) * H * W
-    Fr, Fi = load_fh(FH_PTR, H_P)
-    qr, qi, kr, ki, vr, vi = _qkv_spectra(
-        Q_PTR, K_PTR, V_PTR, plane, FW_PTR, H, W, Fr, Fi, H_P, W_P, WH_P, DOT
-    )
-    mr, mi = cmul(kr, ki, vr, vi, False)
-    sr, si = cmul(qr, qi, mr, mi, False)
-    Er = load_fw(FW_PTR, 2, W_P, WH_P, True)
-    Ei = load_fw(FW_PTR, 3, W_P, WH_P, True)
-    store_plane(Y_PTR + plane, inv(sr, si, Er, Ei, Fr, Fi, DOT), H, W, H_P, W_P)
-
-
-@triton.jit
-def _fca_bwd_kernel(
-    DY_PTR,
-    Q_PTR,
-    K_PTR,
-    V_PTR,
-    DQ_PTR,
-    DK_PTR,
-    DV_PTR,
-    FH_PTR,
-    FW_PTR,
-    H,
-    W,
-    H_P: tl.constexpr,
-    W_P: tl.constexpr,
-    WH_P: tl.constexpr,
-    DOT: tl.constexpr,
-):
-    """One program per (b, c) plane.
-
-    DY_PTR, Q_PTR, K_PTR, V_PTR: (B, C, H, W) contiguous; DQ_PTR, DK_PTR, DV_PTR: (B, C, H, W)
-    outputs. FH_PTR: (2, H_P, H_P), FW_PTR: (4, W_P, WH_P) DFT matrices in the compute dtype.
-    """
-    plane = tl.program_id(0).to(tl.int64) * H * W
-    Fr, Fi = load_fh(FH_PTR, H_P)
-    # gS: adjoint of irfft2_strict applied to dy = forward transform with Hermitian weights.
-    Cr = load_fw(FW_PTR, 2, W_P, WH_P, False)
-    Ci = load_fw(FW_PTR, 3, W_P, WH_P, False)
-    gr, gi = fwd(load_plane(DY_PTR + plane, H, W, H_P, W_P, Fr.dtype), Cr, Ci, Fr, Fi, DOT)
-    qr, qi, kr, ki, vr, vi = _qkv_spectra(
-        Q_PTR, K_PTR, V_PTR, plane, FW_PTR, H, W, Fr, Fi, H_P, W_P, WH_P, DOT
-    )
-    # The adjoint of rfft2 is an inverse with the unweighted, transposed G.
-    GrT = load_fw(FW_PTR, 0, W_P, WH_P, True)
-    GiT = load_fw(FW_PTR, 1, W_P, WH_P, True)
-    ar, ai = _grad_spectrum(gr, gi, kr, ki, vr, vi)
-    store_plane(DQ_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi, DOT), H, W, H_P, W_P)
-    ar, ai = _grad_spectrum(gr, gi, qr, qi, vr, vi)
-    store_plane(DK_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi, DOT), H, W, H_P, W_P)
-    ar, ai = _grad_spectrum(gr, gi, qr, qi, kr, ki)
-    store_plane(DV_PTR + plane, inv(ar, ai, GrT, GiT, Fr, Fi, DOT), H, W, H_P, W_P)
-
-
-# --------------------------------------------------------------------------- staged path
-
-
-@triton.jit
-def _staged_spectrum_blk(
-    FH_PTR,
-    YR,
-    YI,
-    r0,
-    c0,
-    H_P: tl.constexpr,
-    WH_P: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BK: tl.constexpr,
-    DTYPE: tl.constexpr,
-    DOT: tl.constexpr,
-):
-    """Block (r0, c0) of the spectrum ``F_H Y`` of a W pass Y held in slots YR, YI: (re, im)."""
+def _spectrum_blk(FH_PTR, YR, YI, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE, DOT):
+    """Staged: block (r0, c0) of the spectrum ``F_H Y`` of a W pass Y held in slots YR, YI."""
     rr, ri, ir, ii = staged_col_blk(
         FH_PTR, YR, YI, WH_P, H_P, WH_P, r0, c0, H_P, BM, BN, BK, DTYPE, DOT
     )
@@ -188,130 +95,159 @@ def _staged_spectrum_blk(
 
 
 @triton.jit
-def _fca_fwd_staged_kernel(
-    Q_PTR,
-    K_PTR,
-    V_PTR,
-    Y_PTR,
-    FH_PTR,
-    FW_PTR,
-    SCR_PTR,
-    H,
-    W,
-    H_P: tl.constexpr,
-    W_P: tl.constexpr,
-    WH_P: tl.constexpr,
-    NSLOT: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BNW: tl.constexpr,
-    BK: tl.constexpr,
+def _fca_fwd_kernel(
+    Q_PTR, K_PTR, V_PTR, Y_PTR,  # (B, C, H, W) contiguous inputs and output
+    FH_PTR, FW_PTR, SCR_PTR,  # DFT matrices; staged scratch
+    H, W,
+    IS_STAGED: tl.constexpr, H_P: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr,
+    NSLOT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BNW: tl.constexpr, BK: tl.constexpr,
     DOT: tl.constexpr,
-):
-    """Staged forward, one program per (b, c) plane (arguments as in _fca_fwd_kernel).
+):  # fmt: skip
+    """Forward, one program per (b, c) plane.
 
-    SCR_PTR: (B*C, NSLOT=8, H_P, WH_P) scratch. Slots 0-5: ``t @ G`` for t = q, k, v; 6-7: the
-    product spectrum S; then 0-1: ``conj(F_H) S``.
+    Q_PTR, K_PTR, V_PTR: (B, C, H, W) contiguous inputs; Y_PTR: (B, C, H, W) output.
+    FH_PTR: (2, H_P, H_P), FW_PTR: (4, W_P, WH_P) DFT matrices in the compute dtype.
+    SCR_PTR (IS_STAGED): (B*C, NSLOT, H_P, WH_P) scratch. Slots 0-5: ``t @ G`` for t = q, k, v;
+    6-7: the product spectrum S; then 0-1: ``conj(F_H) S``. BM, BN, BNW, BK: staged blocks.
     """
     pid = tl.program_id(0).to(tl.int64)
     plane = pid * H * W
-    dt = FH_PTR.dtype.element_ty
-    s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-    s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
-    s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
-    s6, s7 = slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
-    staged_row_pass(Q_PTR + plane, W, H, W, FW_PTR, 0, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
-    staged_row_pass(K_PTR + plane, W, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
-    staged_row_pass(V_PTR + plane, W, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
-    tl.debug_barrier()
-    for r0 in range(0, H_P, BM):
-        for c0 in range(0, WH_P, BN):
-            qr, qi = _staged_spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
-            kr, ki = _staged_spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
-            vr, vi = _staged_spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
-            mr, mi = cmul(kr, ki, vr, vi, False)
-            sr, si = cmul(qr, qi, mr, mi, False)
-            st_cplx_blk(s6, s7, sr, si, r0, c0, H_P, WH_P, BM, BN)
-    tl.debug_barrier()
-    staged_inv_h(FH_PTR, s6, s7, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
-    tl.debug_barrier()
-    for r0 in range(0, H_P, BM):
-        for c0 in range(0, W_P, BNW):
-            y = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
-            st_blk(Y_PTR + plane, y, W, r0, c0, H, W, BM, BNW)
+    if not IS_STAGED:
+        Fr, Fi = load_fh(FH_PTR, H_P)
+        qr, qi, kr, ki, vr, vi = _qkv_spectra(
+            Q_PTR, K_PTR, V_PTR, plane, FW_PTR, H, W, Fr, Fi, H_P, W_P, WH_P, DOT
+        )
+        mr, mi = cmul(kr, ki, vr, vi, False)
+        sr, si = cmul(qr, qi, mr, mi, False)
+        Er = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
+        Ei = load_fw(FW_PTR, CG_RE + 1, W_P, WH_P, True)
+        store_plane(Y_PTR + plane, irdft2(sr, si, Er, Ei, Fr, Fi, DOT), H, W, H_P, W_P)
+    else:
+        dt = FH_PTR.dtype.element_ty
+        s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+        s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
+        s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
+        s6, s7 = slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
+        staged_row_pass(
+            Q_PTR + plane, W, H, W, FW_PTR, G_RE, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
+        )
+        staged_row_pass(
+            K_PTR + plane, W, H, W, FW_PTR, G_RE, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
+        )
+        staged_row_pass(
+            V_PTR + plane, W, H, W, FW_PTR, G_RE, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
+        )
+        tl.debug_barrier()
+        for r0 in range(0, H_P, BM):
+            for c0 in range(0, WH_P, BN):
+                qr, qi = _spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+                kr, ki = _spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+                vr, vi = _spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+                mr, mi = cmul(kr, ki, vr, vi, False)
+                sr, si = cmul(qr, qi, mr, mi, False)
+                st_cplx_blk(s6, s7, sr, si, r0, c0, H_P, WH_P, BM, BN)
+        tl.debug_barrier()
+        staged_inv_h(FH_PTR, s6, s7, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
+        tl.debug_barrier()
+        for r0 in range(0, H_P, BM):
+            for c0 in range(0, W_P, BNW):
+                y = staged_inv_w_blk(
+                    s0, s1, FW_PTR, CG_RE, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
+                )
+                st_blk(Y_PTR + plane, y, W, r0, c0, H, W, BM, BNW)
 
 
 @triton.jit
-def _fca_bwd_staged_kernel(
-    DY_PTR,
-    Q_PTR,
-    K_PTR,
-    V_PTR,
-    DQ_PTR,
-    DK_PTR,
-    DV_PTR,
-    FH_PTR,
-    FW_PTR,
-    SCR_PTR,
-    H,
-    W,
-    H_P: tl.constexpr,
-    W_P: tl.constexpr,
-    WH_P: tl.constexpr,
-    NSLOT: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BNW: tl.constexpr,
-    BK: tl.constexpr,
+def _fca_bwd_kernel(
+    DY_PTR, Q_PTR, K_PTR, V_PTR,  # (B, C, H, W) contiguous
+    DQ_PTR, DK_PTR, DV_PTR,  # (B, C, H, W) outputs
+    FH_PTR, FW_PTR, SCR_PTR,  # DFT matrices; staged scratch
+    H, W,
+    IS_STAGED: tl.constexpr, H_P: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr,
+    NSLOT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BNW: tl.constexpr, BK: tl.constexpr,
     DOT: tl.constexpr,
-):
-    """Staged backward, one program per (b, c) plane (arguments as in _fca_bwd_kernel).
+):  # fmt: skip
+    """Backward, one program per (b, c) plane.
 
-    SCR_PTR: (B*C, NSLOT=14, H_P, WH_P) scratch. Slots 0-7: the W passes of dy (weighted) and
-    q, k, v; 8-13: the spectral gradients of q, k, v; then 0-5: their ``conj(F_H) .``.
+    DY_PTR, Q_PTR, K_PTR, V_PTR: (B, C, H, W) contiguous; DQ_PTR, DK_PTR, DV_PTR: (B, C, H, W)
+    outputs. FH_PTR: (2, H_P, H_P), FW_PTR: (4, W_P, WH_P) DFT matrices in the compute dtype.
+    SCR_PTR (IS_STAGED): (B*C, NSLOT, H_P, WH_P) scratch. Slots 0-7: the W passes of dy
+    (weighted) and q, k, v; 8-13: the spectral gradients of q, k, v; then 0-5: their
+    ``conj(F_H) .``.
     """
     pid = tl.program_id(0).to(tl.int64)
     plane = pid * H * W
-    dt = FH_PTR.dtype.element_ty
-    s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-    s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
-    s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
-    s6, s7 = slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
-    s8, s9 = slot_pair(SCR_PTR, pid, 8, NSLOT, H_P, WH_P)
-    s10, s11 = slot_pair(SCR_PTR, pid, 10, NSLOT, H_P, WH_P)
-    s12, s13 = slot_pair(SCR_PTR, pid, 12, NSLOT, H_P, WH_P)
-    # gS: adjoint of irfft2_strict applied to dy = forward transform with Hermitian weights.
-    staged_row_pass(DY_PTR + plane, W, H, W, FW_PTR, 2, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
-    staged_row_pass(Q_PTR + plane, W, H, W, FW_PTR, 0, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
-    staged_row_pass(K_PTR + plane, W, H, W, FW_PTR, 0, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
-    staged_row_pass(V_PTR + plane, W, H, W, FW_PTR, 0, s6, s7, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
-    tl.debug_barrier()
-    for r0 in range(0, H_P, BM):
-        for c0 in range(0, WH_P, BN):
-            gr, gi = _staged_spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
-            qr, qi = _staged_spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
-            kr, ki = _staged_spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
-            vr, vi = _staged_spectrum_blk(FH_PTR, s6, s7, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
-            ar, ai = _grad_spectrum(gr, gi, kr, ki, vr, vi)
-            st_cplx_blk(s8, s9, ar, ai, r0, c0, H_P, WH_P, BM, BN)
-            ar, ai = _grad_spectrum(gr, gi, qr, qi, vr, vi)
-            st_cplx_blk(s10, s11, ar, ai, r0, c0, H_P, WH_P, BM, BN)
-            ar, ai = _grad_spectrum(gr, gi, qr, qi, kr, ki)
-            st_cplx_blk(s12, s13, ar, ai, r0, c0, H_P, WH_P, BM, BN)
-    tl.debug_barrier()
-    staged_inv_h(FH_PTR, s8, s9, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
-    staged_inv_h(FH_PTR, s10, s11, WH_P, H_P, WH_P, s2, s3, H_P, WH_P, BM, BN, BK, dt, DOT)
-    staged_inv_h(FH_PTR, s12, s13, WH_P, H_P, WH_P, s4, s5, H_P, WH_P, BM, BN, BK, dt, DOT)
-    tl.debug_barrier()
-    # The adjoint of rfft2 is an inverse with the unweighted, transposed G.
-    for r0 in range(0, H_P, BM):
-        for c0 in range(0, W_P, BNW):
-            d = staged_inv_w_blk(s0, s1, FW_PTR, 0, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
-            st_blk(DQ_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
-            d = staged_inv_w_blk(s2, s3, FW_PTR, 0, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
-            st_blk(DK_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
-            d = staged_inv_w_blk(s4, s5, FW_PTR, 0, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
-            st_blk(DV_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
+    # gS, the adjoint of irfft2_strict applied to dy, is a transform with the weighted cG; the
+    # adjoint of rfft2 is an inverse with the unweighted, transposed G.
+    if not IS_STAGED:
+        Fr, Fi = load_fh(FH_PTR, H_P)
+        Cr = load_fw(FW_PTR, CG_RE, W_P, WH_P, False)
+        Ci = load_fw(FW_PTR, CG_RE + 1, W_P, WH_P, False)
+        gr, gi = rdft2(load_plane(DY_PTR + plane, H, W, H_P, W_P, Fr.dtype), Cr, Ci, Fr, Fi, DOT)
+        qr, qi, kr, ki, vr, vi = _qkv_spectra(
+            Q_PTR, K_PTR, V_PTR, plane, FW_PTR, H, W, Fr, Fi, H_P, W_P, WH_P, DOT
+        )
+        GrT = load_fw(FW_PTR, G_RE, W_P, WH_P, True)
+        GiT = load_fw(FW_PTR, G_RE + 1, W_P, WH_P, True)
+        ar, ai = _grad_spectrum(gr, gi, kr, ki, vr, vi)
+        store_plane(DQ_PTR + plane, irdft2(ar, ai, GrT, GiT, Fr, Fi, DOT), H, W, H_P, W_P)
+        ar, ai = _grad_spectrum(gr, gi, qr, qi, vr, vi)
+        store_plane(DK_PTR + plane, irdft2(ar, ai, GrT, GiT, Fr, Fi, DOT), H, W, H_P, W_P)
+        ar, ai = _grad_spectrum(gr, gi, qr, qi, kr, ki)
+        store_plane(DV_PTR + plane, irdft2(ar, ai, GrT, GiT, Fr, Fi, DOT), H, W, H_P, W_P)
+    else:
+        dt = FH_PTR.dtype.element_ty
+        s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+        s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
+        s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
+        s6, s7 = slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
+        s8, s9 = slot_pair(SCR_PTR, pid, 8, NSLOT, H_P, WH_P)
+        s10, s11 = slot_pair(SCR_PTR, pid, 10, NSLOT, H_P, WH_P)
+        s12, s13 = slot_pair(SCR_PTR, pid, 12, NSLOT, H_P, WH_P)
+        staged_row_pass(
+            DY_PTR + plane, W, H, W, FW_PTR, CG_RE, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
+        )
+        staged_row_pass(
+            Q_PTR + plane, W, H, W, FW_PTR, G_RE, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
+        )
+        staged_row_pass(
+            K_PTR + plane, W, H, W, FW_PTR, G_RE, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
+        )
+        staged_row_pass(
+            V_PTR + plane, W, H, W, FW_PTR, G_RE, s6, s7, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
+        )
+        tl.debug_barrier()
+        for r0 in range(0, H_P, BM):
+            for c0 in range(0, WH_P, BN):
+                gr, gi = _spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+                qr, qi = _spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+                kr, ki = _spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+                vr, vi = _spectrum_blk(FH_PTR, s6, s7, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+                ar, ai = _grad_spectrum(gr, gi, kr, ki, vr, vi)
+                st_cplx_blk(s8, s9, ar, ai, r0, c0, H_P, WH_P, BM, BN)
+                ar, ai = _grad_spectrum(gr, gi, qr, qi, vr, vi)
+                st_cplx_blk(s10, s11, ar, ai, r0, c0, H_P, WH_P, BM, BN)
+                ar, ai = _grad_spectrum(gr, gi, qr, qi, kr, ki)
+                st_cplx_blk(s12, s13, ar, ai, r0, c0, H_P, WH_P, BM, BN)
+        tl.debug_barrier()
+        staged_inv_h(FH_PTR, s8, s9, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
+        staged_inv_h(FH_PTR, s10, s11, WH_P, H_P, WH_P, s2, s3, H_P, WH_P, BM, BN, BK, dt, DOT)
+        staged_inv_h(FH_PTR, s12, s13, WH_P, H_P, WH_P, s4, s5, H_P, WH_P, BM, BN, BK, dt, DOT)
+        tl.debug_barrier()
+        for r0 in range(0, H_P, BM):
+            for c0 in range(0, W_P, BNW):
+                d = staged_inv_w_blk(
+                    s0, s1, FW_PTR, G_RE, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
+                )
+                st_blk(DQ_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
+                d = staged_inv_w_blk(
+                    s2, s3, FW_PTR, G_RE, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
+                )
+                st_blk(DK_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
+                d = staged_inv_w_blk(
+                    s4, s5, FW_PTR, G_RE, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
+                )
+                st_blk(DV_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
 
 
 @_registry.triton_kernel_op("hfsti::fft_channel_attention")
@@ -323,17 +259,9 @@ def _fca_op(
     y = torch.empty_like(q)
     B, C, H, W = q.shape
     launch_planes(
-        _fca_fwd_kernel,
-        _fca_fwd_staged_kernel,
-        8,
-        B * C,
-        H,
-        W,
-        (q, k, v, y),
-        fh,
-        fw,
+        _fca_fwd_kernel, FWD_SLOTS, B * C, H, W, (q, k, v, y), fh, fw,
         DOT=dft.dot_precision(q.dtype),
-    )
+    )  # fmt: skip
     return y
 
 
@@ -350,19 +278,10 @@ def _fca_bwd_op(
     dy, q, k, v = dy.contiguous(), q.contiguous(), k.contiguous(), v.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(q), torch.empty_like(q)
     B, C, H, W = q.shape
-    tensors = (dy, q, k, v, dq, dk, dv)
     launch_planes(
-        _fca_bwd_kernel,
-        _fca_bwd_staged_kernel,
-        14,
-        B * C,
-        H,
-        W,
-        tensors,
-        fh,
-        fw,
+        _fca_bwd_kernel, BWD_SLOTS, B * C, H, W, (dy, q, k, v, dq, dk, dv), fh, fw,
         DOT=dft.dot_precision(q.dtype),
-    )
+    )  # fmt: skip
     return dq, dk, dv
 
 

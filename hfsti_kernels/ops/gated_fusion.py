@@ -1,9 +1,11 @@
-"""Fused Triton kernels for ``gated_fusion`` (SPEC 1.3), the core of the Intertwined Fusion Block.
+"""Fused Triton kernels for ``gated_fusion`` (docs/ops.md, gated_fusion), the core of the
+Intertwined Fusion Block.
 
     x_c  = x_f + x_s + x_0
     x_fs = gelu(fourier_unit(x_c, fu_weight, fu_bias)) * dwconv3x3(x_c, dw_weight, dw_bias)
 
-Design (the Fourier unit's structure is in ``fourier_unit.py``). Forward, two passes:
+Design (docs/kernels.md, gated_fusion; the Fourier unit's structure is in ``fourier_unit.py``,
+its shared pieces in ``_channel_mix`` and ``_fourier_spectrum``). Forward, two passes:
 
 1. ``_mix_kernel`` with ``HAS_SUM3``: reads x_f, x_s, x_0 once per tile, writes x_c, and mixes
    channels in the spatial domain (u, v = A x_c, B x_c), so x_c is never re-read for the GEMM.
@@ -21,16 +23,18 @@ Backward, with g_c and g_fs the incoming gradients of x_c and x_fs:
    unit's spectral adjoint (ReLU mask, bias partials, gu, gv).
 2. ``_mix_dx_kernel`` with ``HAS_CONV``: ``dx_c = A^T gu + B^T gv + g_c + conv^T(g_s)``; the three
    inputs' gradients are all dx_c.
-3. ``_mix_dw_kernel`` (fu_weight partials) and ``_sum_batch_kernel`` (all batch reductions,
+3. ``_mix_dw_kernel`` (fu_weight partials) and ``_mix_sum_batch_kernel`` (all batch reductions,
    fixed order, no atomics).
 
 Not fused: the channel mixing needs every channel of x_c while the transforms need whole planes,
 so mixing and spectral work are separate passes (see fourier_unit.py).
 
-Large planes (a tile side >= dft.STAGED_MIN_TILE, e.g. 88x88) take the staged kernels
-(``_gf_*_staged_kernel``, see dft.py and fourier_unit.py): the same maths, one program per
-(b, c) plane, transforms in W and H passes over small blocks via a per-program global scratch
-(``FWD_SLOTS`` / ``BWD_SLOTS`` slots of (H_P, WH_P); the backward keeps g_fu in slots 6-7).
+Large planes (a tile side >= ``_staged.STAGED_MIN_TILE``, e.g. 88x88) take each kernel's
+``IS_STAGED`` branch (docs/kernels.md, Staged path): the same maths, one program per (b, c)
+plane, transforms in W and H passes over small blocks via a per-program global scratch
+(``FWD_SLOTS`` / ``BWD_SLOTS`` slots of (H_P, WH_P); the backward keeps g_fu in the two slots
+after the Fourier unit's). The branch is a constexpr, so each path compiles exactly as a kernel
+of its own would.
 fp16/bf16/fp32 are computed in fp32 (products at ``dft.dot_precision``), float64 in float64;
 x_c is returned in the input dtype from an fp32 sum (one rounding, not the reference's two).
 """
@@ -46,20 +50,19 @@ from hfsti.ops import check_gated_fusion_inputs
 from hfsti.ops import gated_fusion as _reference
 from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
-from hfsti_kernels.dft import (
-    inv,
+from hfsti_kernels._staged import (
+    launch_planes,
     ld_blk,
-    load_fh,
-    load_fw,
-    load_plane,
     slot,
     slot_pair,
     st_blk,
     staged_inv_h,
     staged_inv_w_blk,
-    store_plane,
 )
-from hfsti_kernels.ops.fourier_unit import (
+from hfsti_kernels.dft import CG_RE, irdft2, load_fh, load_fw, load_plane, store_plane
+from hfsti_kernels.ops._channel_mix import launch_mix, launch_mix_backward, sum_batch
+from hfsti_kernels.ops._fourier_spectrum import (
+    FU_SLOTS,
     check_spectrum,
     empty_spectrum,
     fu_backward_tail,
@@ -68,18 +71,16 @@ from hfsti_kernels.ops.fourier_unit import (
     fu_spectrum,
     fu_spectrum_staged,
     fu_store_spectrum,
-    launch_mix,
-    launch_mix_backward,
     needs_grad,
     plane_ids,
-    sum_batch,
 )
 
 __all__ = ["gated_fusion"]
 
-# Scratch slots (of (H_P, WH_P) each) per program of the staged kernels.
-FWD_SLOTS = 6
-BWD_SLOTS = 8
+# Scratch slots (of (H_P, WH_P) each) per program on the staged path: the Fourier unit's, and
+# in the backward two more for g_fu, one (H_P, W_P) plane.
+FWD_SLOTS = FU_SLOTS
+BWD_SLOTS = FU_SLOTS + 2
 
 _SQRT1_2 = tl.constexpr(0.7071067811865476)  # 1 / sqrt(2)
 _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)  # 1 / sqrt(2 pi)
@@ -145,240 +146,138 @@ def _gelu_mul_bwd(g, f, s):
 
 @triton.jit
 def _gf_fwd_kernel(
-    U_PTR,
-    V_PTR,
-    FUB_PTR,
-    XC_PTR,
-    DWW_PTR,
-    DWB_PTR,
-    XFS_PTR,
-    ZS_PTR,
-    FH_PTR,
-    FW_PTR,
-    C,
-    H,
-    W,
-    SAVE_Z: tl.constexpr,
-    H_P: tl.constexpr,
-    W_P: tl.constexpr,
-    WH_P: tl.constexpr,
+    U_PTR, V_PTR, FUB_PTR,  # (B, 2C, H, W) channel-mixed x_c (compute dtype); (2C,) fu_bias
+    XC_PTR, DWW_PTR, DWB_PTR,  # (B, C, H, W) x_c; (C, 1, 3, 3), (C,) conv weight and bias
+    XFS_PTR, ZS_PTR,  # (B, C, H, W) output; (B, 2C, H, W//2+1) spectrum, written if SAVE_Z
+    FH_PTR, FW_PTR, SCR_PTR,  # DFT matrices; staged scratch
+    C, H, W,
+    SAVE_Z: tl.constexpr, IS_STAGED: tl.constexpr,
+    H_P: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr,
+    NSLOT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BNW: tl.constexpr, BK: tl.constexpr,
     DOT: tl.constexpr,
-):
-    """One program per (b, c) plane.
+):  # fmt: skip
+    """Forward, one program per (b, c) plane.
 
     U_PTR, V_PTR: (B, 2C, H, W) channel-mixed x_c (compute dtype); FUB_PTR: (2C,) fu_bias;
     XC_PTR: (B, C, H, W) x_c; DWW_PTR: (C, 1, 3, 3), DWB_PTR: (C,); XFS_PTR: (B, C, H, W)
     output; ZS_PTR: (B, 2C, H, W//2+1) post-ReLU spectrum, written if SAVE_Z.
     FH_PTR: (2, H_P, H_P), FW_PTR: (4, W_P, WH_P) DFT matrices.
+    SCR_PTR (IS_STAGED): (B*C, NSLOT, H_P, WH_P) scratch; BM, BN, BNW, BK: staged blocks.
     """
-    pid = tl.program_id(0).to(tl.int64)
-    b = pid // C
-    c = pid % C
-    Fr, Fi = load_fh(FH_PTR, H_P)
-    dt = Fr.dtype
-    zr, zi = fu_spectrum(U_PTR, V_PTR, FUB_PTR, b, c, C, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P, DOT)
-    if SAVE_Z:
-        fu_store_spectrum(ZS_PTR, zr, zi, b, c, C, H, W, H_P, WH_P)
-    Er = load_fw(FW_PTR, 2, W_P, WH_P, True)
-    Ei = load_fw(FW_PTR, 3, W_P, WH_P, True)
-    f = inv(zr, zi, Er, Ei, Fr, Fi, DOT)
-    gelu = 0.5 * f * (1.0 + tl.math.erf(f * _SQRT1_2))
+    pid, b, c = plane_ids(C)
     plane = pid * H * W
-    s = _dwconv3x3(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, H_P, W_P, dt)
-    store_plane(XFS_PTR + plane, gelu * s, H, W, H_P, W_P)
+    if not IS_STAGED:
+        Fr, Fi = load_fh(FH_PTR, H_P)
+        dt = Fr.dtype
+        zr, zi = fu_spectrum(
+            U_PTR, V_PTR, FUB_PTR, b, c, C, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P, DOT
+        )
+        if SAVE_Z:
+            fu_store_spectrum(ZS_PTR, zr, zi, b, c, C, H, W, H_P, WH_P)
+        Er = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
+        Ei = load_fw(FW_PTR, CG_RE + 1, W_P, WH_P, True)
+        gelu = _gelu(irdft2(zr, zi, Er, Ei, Fr, Fi, DOT))
+        s = _dwconv3x3(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, H_P, W_P, dt)
+        store_plane(XFS_PTR + plane, gelu * s, H, W, H_P, W_P)
+    else:
+        dt = FH_PTR.dtype.element_ty
+        s0, s1 = fu_spectrum_staged(
+            U_PTR, V_PTR, FUB_PTR, ZS_PTR, SAVE_Z, b, c, C, H, W, FH_PTR, FW_PTR, SCR_PTR, pid,
+            NSLOT, H_P, W_P, WH_P, BM, BN, BK, DOT,
+        )  # fmt: skip
+        for r0 in range(0, H_P, BM):
+            for c0 in range(0, W_P, BNW):
+                f = staged_inv_w_blk(
+                    s0, s1, FW_PTR, CG_RE, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
+                )
+                gelu = _gelu(f)
+                s = _dwconv3x3_blk(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BM, BNW, dt)
+                st_blk(XFS_PTR + plane, gelu * s, W, r0, c0, H, W, BM, BNW)
 
 
 @triton.jit
 def _gf_bwd_kernel(
-    GFS_PTR,
-    ZS_PTR,
-    XC_PTR,
-    DWW_PTR,
-    DWB_PTR,
-    GU_PTR,
-    GV_PTR,
-    GS_PTR,
-    FUB_PART_PTR,
-    DWW_PART_PTR,
-    DWB_PART_PTR,
-    FH_PTR,
-    FW_PTR,
-    C,
-    H,
-    W,
-    H_P: tl.constexpr,
-    W_P: tl.constexpr,
-    WH_P: tl.constexpr,
+    GFS_PTR, ZS_PTR,  # (B, C, H, W) gradient of x_fs; (B, 2C, H, W//2+1) saved spectrum
+    XC_PTR, DWW_PTR, DWB_PTR,  # (B, C, H, W) x_c; (C, 1, 3, 3), (C,)
+    GU_PTR, GV_PTR, GS_PTR,  # outputs: (B, 2C, H, W) x2 mixing gradients; (B, C, H, W)
+    FUB_PART_PTR, DWW_PART_PTR, DWB_PART_PTR,  # outputs: (B, 2C), (B, C, 9), (B, C) partials
+    FH_PTR, FW_PTR, SCR_PTR,  # DFT matrices; staged scratch
+    C, H, W,
+    IS_STAGED: tl.constexpr, H_P: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr,
+    NSLOT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BNW: tl.constexpr, BK: tl.constexpr,
     DOT: tl.constexpr,
-):
-    """One program per (b, c) plane.
+):  # fmt: skip
+    """Backward, one program per (b, c) plane.
 
     GFS_PTR: (B, C, H, W) gradient of x_fs; ZS_PTR: (B, 2C, H, W//2+1) saved spectrum;
     XC_PTR: (B, C, H, W) x_c; DWW_PTR: (C, 1, 3, 3); DWB_PTR: (C,).
     Outputs: GU_PTR, GV_PTR: (B, 2C, H, W) mixing gradients; GS_PTR: (B, C, H, W) gradient of
     the conv output; FUB_PART_PTR: (B, 2C), DWW_PART_PTR: (B, C, 9), DWB_PART_PTR: (B, C)
     per-batch partial sums. FH_PTR: (2, H_P, H_P), FW_PTR: (4, W_P, WH_P) DFT matrices.
-    """
-    pid = tl.program_id(0).to(tl.int64)
-    b = pid // C
-    c = pid % C
-    Fr, Fi = load_fh(FH_PTR, H_P)
-    dt = Fr.dtype
-    zr, zi = fu_load_spectrum(ZS_PTR, b, c, C, H, W, H_P, WH_P, dt)
-    Er = load_fw(FW_PTR, 2, W_P, WH_P, True)
-    Ei = load_fw(FW_PTR, 3, W_P, WH_P, True)
-    f = inv(zr, zi, Er, Ei, Fr, Fi, DOT)
-    plane = pid * H * W
-    s = _dwconv3x3(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, H_P, W_P, dt)
-    g = load_plane(GFS_PTR + plane, H, W, H_P, W_P, dt)  # zero padding: padded terms vanish
-    cdf = 0.5 * (1.0 + tl.math.erf(f * _SQRT1_2))
-    pdf = tl.exp(-0.5 * f * f) * _INV_SQRT_2PI
-    g_fu = g * s * (cdf + f * pdf)
-    g_s = g * f * cdf
-    store_plane(GS_PTR + plane, g_s, H, W, H_P, W_P)
-    tl.store(DWB_PART_PTR + pid, tl.sum(tl.sum(g_s, axis=1), axis=0))
-    for i in tl.static_range(3):
-        for j in tl.static_range(3):
-            xs = _shifted(XC_PTR + plane, i, j, H, W, H_P, W_P).to(dt)
-            tl.store(DWW_PART_PTR + pid * 9 + i * 3 + j, tl.sum(tl.sum(g_s * xs, axis=1), axis=0))
-    fu_backward_tail(
-        g_fu,
-        zr,
-        zi,
-        GU_PTR,
-        GV_PTR,
-        FUB_PART_PTR,
-        b,
-        c,
-        C,
-        H,
-        W,
-        FW_PTR,
-        Fr,
-        Fi,
-        H_P,
-        W_P,
-        WH_P,
-        DOT,
-    )
-
-
-# --------------------------------------------------------------------------- staged path
-
-
-@triton.jit
-def _gf_fwd_staged_kernel(
-    U_PTR,
-    V_PTR,
-    FUB_PTR,
-    XC_PTR,
-    DWW_PTR,
-    DWB_PTR,
-    XFS_PTR,
-    ZS_PTR,
-    FH_PTR,
-    FW_PTR,
-    SCR_PTR,
-    C,
-    H,
-    W,
-    SAVE_Z: tl.constexpr,
-    H_P: tl.constexpr,
-    W_P: tl.constexpr,
-    WH_P: tl.constexpr,
-    NSLOT: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BNW: tl.constexpr,
-    BK: tl.constexpr,
-    DOT: tl.constexpr,
-):
-    """Staged _gf_fwd_kernel (same arguments); SCR_PTR: (B*C, NSLOT, H_P, WH_P) scratch."""
-    pid, b, c = plane_ids(C)
-    dt = FH_PTR.dtype.element_ty
-    s0, s1 = fu_spectrum_staged(
-        U_PTR, V_PTR, FUB_PTR, ZS_PTR, SAVE_Z, b, c, C, H, W, FH_PTR, FW_PTR, SCR_PTR, pid,
-        NSLOT, H_P, W_P, WH_P, BM, BN, BK, DOT,
-    )  # fmt: skip
-    plane = pid * H * W
-    for r0 in range(0, H_P, BM):
-        for c0 in range(0, W_P, BNW):
-            f = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
-            gelu = _gelu(f)
-            s = _dwconv3x3_blk(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BM, BNW, dt)
-            st_blk(XFS_PTR + plane, gelu * s, W, r0, c0, H, W, BM, BNW)
-
-
-@triton.jit
-def _gf_bwd_staged_kernel(
-    GFS_PTR,
-    ZS_PTR,
-    XC_PTR,
-    DWW_PTR,
-    DWB_PTR,
-    GU_PTR,
-    GV_PTR,
-    GS_PTR,
-    FUB_PART_PTR,
-    DWW_PART_PTR,
-    DWB_PART_PTR,
-    FH_PTR,
-    FW_PTR,
-    SCR_PTR,
-    C,
-    H,
-    W,
-    H_P: tl.constexpr,
-    W_P: tl.constexpr,
-    WH_P: tl.constexpr,
-    NSLOT: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BNW: tl.constexpr,
-    BK: tl.constexpr,
-    DOT: tl.constexpr,
-):
-    """Staged _gf_bwd_kernel (same arguments); SCR_PTR: (B*C, NSLOT, H_P, WH_P) scratch.
-
-    Slots 0-1: ``conj(F_H) Z``; 6-7: g_fu as one (H_P, W_P) plane; then the Fourier unit's
-    staged tail (slots 0-5).
+    SCR_PTR (IS_STAGED): (B*C, NSLOT, H_P, WH_P) scratch. Slots 0-1: ``conj(F_H) Z``; the two
+    after the Fourier unit's: g_fu as one (H_P, W_P) plane; then the Fourier unit's staged
+    tail (slots 0 to FU_SLOTS - 1).
     """
     pid, b, c = plane_ids(C)
-    dt = FH_PTR.dtype.element_ty
-    s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-    s6 = slot(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
-    WH = W // 2 + 1
-    zs_plane = (b * 2 * C + c) * H * WH
-    staged_inv_h(
-        FH_PTR, ZS_PTR + zs_plane, ZS_PTR + zs_plane + C * H * WH, WH, H, WH, s0, s1,
-        H_P, WH_P, BM, BN, BK, dt, DOT,
-    )  # fmt: skip
-    tl.debug_barrier()
     plane = pid * H * W
-    sum_s = tl.zeros((BM, BNW), dtype=dt)
-    tap = tl.arange(0, 16)
-    sum_w = tl.zeros((16,), dtype=dt)
-    for r0 in range(0, H_P, BM):
-        for c0 in range(0, W_P, BNW):
-            f = staged_inv_w_blk(s0, s1, FW_PTR, 2, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT)
-            s = _dwconv3x3_blk(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BM, BNW, dt)
-            g = ld_blk(GFS_PTR + plane, W, 1, r0, c0, H, W, BM, BNW, dt)  # zero padding
-            g_fu, g_s = _gelu_mul_bwd(g, f, s)
-            st_blk(GS_PTR + plane, g_s, W, r0, c0, H, W, BM, BNW)
-            st_blk(s6, g_fu, W_P, r0, c0, H_P, W_P, BM, BNW)
-            sum_s += g_s
-            for i in tl.static_range(3):
-                for j in tl.static_range(3):
-                    xs = _shifted_blk(XC_PTR + plane, i, j, H, W, r0, c0, BM, BNW).to(dt)
-                    t = tl.sum(tl.sum(g_s * xs, axis=1), axis=0)
-                    sum_w += tl.where(tap == i * 3 + j, t, 0.0)
-    tl.store(DWB_PART_PTR + pid, tl.sum(tl.sum(sum_s, axis=1), axis=0))
-    tl.store(DWW_PART_PTR + pid * 9 + tap, sum_w, mask=tap < 9)
-    tl.debug_barrier()
-    fu_backward_tail_staged(
-        s6, W_P, ZS_PTR, GU_PTR, GV_PTR, FUB_PART_PTR, b, c, C, H, W,
-        FH_PTR, FW_PTR, SCR_PTR, pid, NSLOT, H_P, W_P, WH_P, BM, BN, BNW, BK, DOT,
-    )  # fmt: skip
+    if not IS_STAGED:
+        Fr, Fi = load_fh(FH_PTR, H_P)
+        dt = Fr.dtype
+        zr, zi = fu_load_spectrum(ZS_PTR, b, c, C, H, W, H_P, WH_P, dt)
+        Er = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
+        Ei = load_fw(FW_PTR, CG_RE + 1, W_P, WH_P, True)
+        f = irdft2(zr, zi, Er, Ei, Fr, Fi, DOT)
+        s = _dwconv3x3(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, H_P, W_P, dt)
+        g = load_plane(GFS_PTR + plane, H, W, H_P, W_P, dt)  # zero padding: padded terms vanish
+        g_fu, g_s = _gelu_mul_bwd(g, f, s)
+        store_plane(GS_PTR + plane, g_s, H, W, H_P, W_P)
+        tl.store(DWB_PART_PTR + pid, tl.sum(tl.sum(g_s, axis=1), axis=0))
+        for i in tl.static_range(3):
+            for j in tl.static_range(3):
+                xs = _shifted(XC_PTR + plane, i, j, H, W, H_P, W_P).to(dt)
+                t = tl.sum(tl.sum(g_s * xs, axis=1), axis=0)
+                tl.store(DWW_PART_PTR + pid * 9 + i * 3 + j, t)
+        fu_backward_tail(
+            g_fu, zr, zi, GU_PTR, GV_PTR, FUB_PART_PTR, b, c, C, H, W, FW_PTR, Fr, Fi,
+            H_P, W_P, WH_P, DOT,
+        )  # fmt: skip
+    else:
+        dt = FH_PTR.dtype.element_ty
+        s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
+        s_gfu = slot(SCR_PTR, pid, FU_SLOTS, NSLOT, H_P, WH_P)
+        WH = W // 2 + 1
+        zs_plane = (b * 2 * C + c) * H * WH
+        staged_inv_h(
+            FH_PTR, ZS_PTR + zs_plane, ZS_PTR + zs_plane + C * H * WH, WH, H, WH, s0, s1,
+            H_P, WH_P, BM, BN, BK, dt, DOT,
+        )  # fmt: skip
+        tl.debug_barrier()
+        sum_s = tl.zeros((BM, BNW), dtype=dt)
+        tap = tl.arange(0, 16)
+        sum_w = tl.zeros((16,), dtype=dt)
+        for r0 in range(0, H_P, BM):
+            for c0 in range(0, W_P, BNW):
+                f = staged_inv_w_blk(
+                    s0, s1, FW_PTR, CG_RE, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
+                )
+                s = _dwconv3x3_blk(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BM, BNW, dt)
+                g = ld_blk(GFS_PTR + plane, W, 1, r0, c0, H, W, BM, BNW, dt)  # zero padding
+                g_fu, g_s = _gelu_mul_bwd(g, f, s)
+                st_blk(GS_PTR + plane, g_s, W, r0, c0, H, W, BM, BNW)
+                st_blk(s_gfu, g_fu, W_P, r0, c0, H_P, W_P, BM, BNW)
+                sum_s += g_s
+                for i in tl.static_range(3):
+                    for j in tl.static_range(3):
+                        xs = _shifted_blk(XC_PTR + plane, i, j, H, W, r0, c0, BM, BNW).to(dt)
+                        t = tl.sum(tl.sum(g_s * xs, axis=1), axis=0)
+                        sum_w += tl.where(tap == i * 3 + j, t, 0.0)
+        tl.store(DWB_PART_PTR + pid, tl.sum(tl.sum(sum_s, axis=1), axis=0))
+        tl.store(DWW_PART_PTR + pid * 9 + tap, sum_w, mask=tap < 9)
+        tl.debug_barrier()
+        fu_backward_tail_staged(
+            s_gfu, W_P, ZS_PTR, GU_PTR, GV_PTR, FUB_PART_PTR, b, c, C, H, W,
+            FH_PTR, FW_PTR, SCR_PTR, pid, NSLOT, H_P, W_P, WH_P, BM, BN, BNW, BK, DOT,
+        )  # fmt: skip
 
 
 @_registry.triton_kernel_op("hfsti::gated_fusion")
@@ -402,8 +301,8 @@ def _gf_op(
     u, v, x_c = launch_mix(x_f, fu_weight, x_s, x_0)
     x_fs = torch.empty_like(x_f)
     zs = empty_spectrum(B, 2 * C, H, W, u.dtype, x_f.device, save_spectrum)
-    dft.launch_planes(
-        _gf_fwd_kernel, _gf_fwd_staged_kernel, FWD_SLOTS, B * C, H, W,
+    launch_planes(
+        _gf_fwd_kernel, FWD_SLOTS, B * C, H, W,
         (u, v, fu_bias, x_c, dw_weight, dw_bias, x_fs, zs), fh, fw, C,
         SAVE_Z=save_spectrum, DOT=dft.dot_precision(x_f.dtype),
     )  # fmt: skip
@@ -426,11 +325,8 @@ def _gf_bwd_op(
     dft.check_mats(H, W, fh, fw)
     check_spectrum(zs, B, 2 * C, H, W)
     g_c, g_fs, x_c, zs = g_c.contiguous(), g_fs.contiguous(), x_c.contiguous(), zs.contiguous()
-    fu_weight, dw_weight, dw_bias = (
-        fu_weight.contiguous(),
-        dw_weight.contiguous(),
-        dw_bias.contiguous(),
-    )
+    fu_weight, dw_weight = fu_weight.contiguous(), dw_weight.contiguous()
+    dw_bias = dw_bias.contiguous()
     dt = zs.dtype
     dev = x_c.device
     gu = torch.empty(B, 2 * C, H, W, dtype=dt, device=dev)
@@ -439,8 +335,8 @@ def _gf_bwd_op(
     fub_part = torch.empty(B, 2 * C, dtype=dt, device=dev)
     dww_part = torch.empty(B, C, 9, dtype=dt, device=dev)
     dwb_part = torch.empty(B, C, dtype=dt, device=dev)
-    dft.launch_planes(
-        _gf_bwd_kernel, _gf_bwd_staged_kernel, BWD_SLOTS, B * C, H, W,
+    launch_planes(
+        _gf_bwd_kernel, BWD_SLOTS, B * C, H, W,
         (g_fs, zs, x_c, dw_weight, dw_bias, gu, gv, gs, fub_part, dww_part, dwb_part), fh, fw, C,
         DOT=dft.dot_precision(x_c.dtype),
     )  # fmt: skip

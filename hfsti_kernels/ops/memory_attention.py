@@ -1,4 +1,5 @@
-# Memory attention (SPEC 1.4) in Triton: flash-attention forward and backward with a per-key bias.
+# Memory attention (docs/ops.md, memory_attention) in Triton: flash-attention forward and
+# backward with a per-key bias.
 #
 #   o = softmax(scale * q @ k^T + key_bias[..., None, :]) @ v
 #
@@ -18,8 +19,11 @@
 #   when a size divides its block); masked logits are a large finite negative, never -inf, so
 #   no inf - inf can produce a NaN.
 # - Precision: fp16/bf16 tiles feed the tensor cores, accumulating in fp32; fp32 tiles use
-#   3xTF32 by default (about fp32 accuracy, SPEC 5), "ieee" or the faster "tf32" on request;
-#   fp64 runs in fp64 throughout (the scale is passed as an fp64 scalar), so gradcheck passes.
+#   3xTF32 by default (about fp32 accuracy, docs/ops.md, Tolerances), "ieee" or the faster
+#   "tf32" on request; fp64 runs in fp64 throughout (the scale is passed as an fp64 scalar), so
+#   gradcheck passes. Each kernel accumulates in the dtype of its fp32/fp64 row buffer (lse or
+#   delta), which the host allocates in ``compute_dtype``; one ``DOT`` constexpr sets every
+#   product's input precision.
 #
 # Limits: d <= 128 (a q tile and its accumulator stay in registers); block sizes are fixed per
 # (dtype, d) instead of autotuned, because autotuning times kernels on the first call (which
@@ -29,6 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
+from hfsti._checks import compute_dtype
 from hfsti.ops import check_memory_attention_inputs
 from hfsti.ops import memory_attention as reference_memory_attention
 from hfsti_kernels import _registry
@@ -122,7 +127,7 @@ def _scores(
     qk_scale,
     HAS_BIAS: tl.constexpr,
     EVEN_N: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Base-2 logits of a (BLOCK_M, BLOCK_N) block, in the accumulator dtype of qk_scale:
     log2(e) * (scale * q k^T + key_bias), padded key columns NEG_BIG.
@@ -132,7 +137,7 @@ def _scores(
     qk_scale: scale * log2(e), an fp32 (fp64) scalar.
     """
     acc_ty: tl.constexpr = qk_scale.dtype
-    s = tl.dot(q, kt, input_precision=DOT_PRECISION, out_dtype=acc_ty) * qk_scale
+    s = tl.dot(q, kt, input_precision=DOT, out_dtype=acc_ty) * qk_scale
     if HAS_BIAS:
         bias = _load_row(b_ptrs, n_ok, 0.0, EVEN_N)
         s += bias.to(acc_ty)[None, :] * tl.full((), _LOG2E, acc_ty)
@@ -142,47 +147,17 @@ def _scores(
 
 
 @triton.jit
-def _fwd_kernel(
-    Q_PTR,
-    K_PTR,
-    V_PTR,
-    BIAS_PTR,
-    O_PTR,
-    LSE_PTR,
-    stride_qb,
-    stride_qh,
-    stride_qm,
-    stride_qd,
-    stride_kb,
-    stride_kh,
-    stride_kn,
-    stride_kd,
-    stride_vb,
-    stride_vh,
-    stride_vn,
-    stride_vd,
-    stride_bb,
-    stride_bh,
-    stride_bn,
-    stride_ob,
-    stride_oh,
-    stride_om,
-    stride_od,
-    H,
-    N_Q,
-    N_K,
-    HEAD_D,
-    qk_scale: tl.float64,
-    HAS_BIAS: tl.constexpr,
-    IS_FP64: tl.constexpr,
-    EVEN_M: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    EVEN_D: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-):
+def _ma_fwd_kernel(
+    Q_PTR, stride_qb, stride_qh, stride_qm, stride_qd,  # (B, H, N_Q, HEAD_D)
+    K_PTR, stride_kb, stride_kh, stride_kn, stride_kd,  # (B, H, N_K, HEAD_D)
+    V_PTR, stride_vb, stride_vh, stride_vn, stride_vd,  # (B, H, N_K, HEAD_D)
+    BIAS_PTR, stride_bb, stride_bh, stride_bn,  # (B, H, N_K); zero strides broadcast
+    O_PTR, stride_ob, stride_oh, stride_om, stride_od,  # (B, H, N_Q, HEAD_D) output
+    LSE_PTR,  # (B, H, N_Q) contiguous output, accumulation dtype
+    H, N_Q, N_K, HEAD_D, qk_scale: tl.float64,
+    HAS_BIAS: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
     """Forward: o and the base-2 row logsumexp for one block of queries of one (batch, head).
 
     Grid: (cdiv(N_Q, BLOCK_M), B * H).
@@ -193,7 +168,7 @@ def _fwd_kernel(
         log2(sum_j exp2(s_j)) where s = log2(e) * (scale * q k^T + key_bias).
     qk_scale: scale * log2(e).
     """
-    acc_ty: tl.constexpr = tl.float64 if IS_FP64 else tl.float32
+    acc_ty: tl.constexpr = LSE_PTR.dtype.element_ty
     qk_scale = tl.full((), qk_scale, acc_ty)
 
     pid_bh, off_b, off_h, offs_m = _program_block(H, BLOCK_M)
@@ -223,17 +198,13 @@ def _fwd_kernel(
     for start_n in range(0, N_K, BLOCK_N):
         n_ok = start_n + offs_n < N_K
         kt = _load_tile(kt_ptrs + start_n * stride_kn, d_ok, n_ok, EVEN_D, EVEN_N)
-        s = _scores(
-            q, kt, b_ptrs + start_n * stride_bn, n_ok, qk_scale, HAS_BIAS, EVEN_N, DOT_PRECISION
-        )
+        s = _scores(q, kt, b_ptrs + start_n * stride_bn, n_ok, qk_scale, HAS_BIAS, EVEN_N, DOT)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = _load_tile(v_ptrs + start_n * stride_vn, n_ok, d_ok, EVEN_N, EVEN_D)
-        acc = acc * alpha[:, None] + tl.dot(
-            p.to(v.dtype), v, input_precision=DOT_PRECISION, out_dtype=acc_ty
-        )
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT, out_dtype=acc_ty)
         m_i = m_new
 
     o = acc / l_i[:, None]
@@ -245,34 +216,20 @@ def _fwd_kernel(
 
 
 @triton.jit
-def _bwd_preprocess_kernel(
-    O_PTR,
-    DO_PTR,
-    DELTA_PTR,
-    stride_ob,
-    stride_oh,
-    stride_om,
-    stride_od,
-    stride_dob,
-    stride_doh,
-    stride_dom,
-    stride_dod,
-    H,
-    N_Q,
-    HEAD_D,
-    IS_FP64: tl.constexpr,
-    EVEN_M: tl.constexpr,
-    EVEN_D: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
+def _ma_bwd_delta_kernel(
+    O_PTR, stride_ob, stride_oh, stride_om, stride_od,  # (B, H, N_Q, HEAD_D)
+    DO_PTR, stride_dob, stride_doh, stride_dom, stride_dod,  # (B, H, N_Q, HEAD_D)
+    DELTA_PTR,  # (B, H, N_Q) contiguous output, accumulation dtype
+    H, N_Q, HEAD_D,
+    EVEN_M: tl.constexpr, EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
     """Backward step 1: delta = rowsum(dO * O), the softmax-gradient correction.
 
     Grid: (cdiv(N_Q, BLOCK_M), B * H).
     O_PTR, DO_PTR: (B, H, N_Q, HEAD_D), any strides (dO may be an expanded gradient).
     DELTA_PTR: (B, H, N_Q) contiguous output, fp32 (fp64 for fp64 inputs).
     """
-    acc_ty: tl.constexpr = tl.float64 if IS_FP64 else tl.float32
+    acc_ty: tl.constexpr = DELTA_PTR.dtype.element_ty
     pid_bh, off_b, off_h, offs_m = _program_block(H, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < N_Q
@@ -291,52 +248,18 @@ def _bwd_preprocess_kernel(
 
 
 @triton.jit
-def _bwd_dkdv_kernel(
-    Q_PTR,
-    K_PTR,
-    V_PTR,
-    BIAS_PTR,
-    DO_PTR,
-    LSE_PTR,
-    DELTA_PTR,
-    DK_PTR,
-    DV_PTR,
-    DBIAS_PTR,
-    stride_qb,
-    stride_qh,
-    stride_qm,
-    stride_qd,
-    stride_kb,
-    stride_kh,
-    stride_kn,
-    stride_kd,
-    stride_vb,
-    stride_vh,
-    stride_vn,
-    stride_vd,
-    stride_bb,
-    stride_bh,
-    stride_bn,
-    stride_dob,
-    stride_doh,
-    stride_dom,
-    stride_dod,
-    H,
-    N_Q,
-    N_K,
-    HEAD_D,
-    sm_scale: tl.float64,
-    qk_scale: tl.float64,
-    HAS_BIAS: tl.constexpr,
-    IS_FP64: tl.constexpr,
-    EVEN_M: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    EVEN_D: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-):
+def _ma_bwd_dkdv_kernel(
+    Q_PTR, stride_qb, stride_qh, stride_qm, stride_qd,  # (B, H, N_Q, HEAD_D)
+    K_PTR, stride_kb, stride_kh, stride_kn, stride_kd,  # (B, H, N_K, HEAD_D)
+    V_PTR, stride_vb, stride_vh, stride_vn, stride_vd,  # (B, H, N_K, HEAD_D)
+    BIAS_PTR, stride_bb, stride_bh, stride_bn,  # (B, H, N_K); zero strides broadcast
+    DO_PTR, stride_dob, stride_doh, stride_dom, stride_dod,  # (B, H, N_Q, HEAD_D)
+    LSE_PTR, DELTA_PTR,  # (B, H, N_Q) contiguous, accumulation dtype
+    DK_PTR, DV_PTR, DBIAS_PTR,  # outputs: (B, H, N_K, HEAD_D) x2 contiguous; (B, H, N_K)
+    H, N_Q, N_K, HEAD_D, sm_scale: tl.float64, qk_scale: tl.float64,
+    HAS_BIAS: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
     """Backward step 2: dK, dV and dbias for one block of keys of one (batch, head).
 
     Grid: (cdiv(N_K, BLOCK_N), B * H). The scores are recomputed transposed, (BLOCK_N, BLOCK_M),
@@ -349,7 +272,7 @@ def _bwd_dkdv_kernel(
         HAS_BIAS: dbias[j] = sum_i dS[i, j], summed in a fixed order (deterministic).
     sm_scale: the logit scale; qk_scale: sm_scale * log2(e).
     """
-    acc_ty: tl.constexpr = tl.float64 if IS_FP64 else tl.float32
+    acc_ty: tl.constexpr = LSE_PTR.dtype.element_ty
     log2e = tl.full((), _LOG2E, acc_ty)
     sm_scale = tl.full((), sm_scale, acc_ty)
     qk_scale = tl.full((), qk_scale, acc_ty)
@@ -394,22 +317,18 @@ def _bwd_dkdv_kernel(
         # A padded query row gets lse = +BIG, so its probabilities are exactly 0.
         lse = _load_row(lse_ptrs + start_m, m_ok, -NEG_BIG, EVEN_M)
         delta = _load_row(delta_ptrs + start_m, m_ok, 0.0, EVEN_M)
-        st = tl.dot(k, qt, input_precision=DOT_PRECISION, out_dtype=acc_ty) * qk_scale
+        st = tl.dot(k, qt, input_precision=DOT, out_dtype=acc_ty) * qk_scale
         if HAS_BIAS:
             st += bias[:, None]
         if not EVEN_N:
             st = tl.where(n_ok[:, None], st, NEG_BIG)
         pt = tl.exp2(st - lse[None, :])
-        dv += tl.dot(
-            pt.to(dot.dtype), tl.trans(dot), input_precision=DOT_PRECISION, out_dtype=acc_ty
-        )
-        dpt = tl.dot(v, dot, input_precision=DOT_PRECISION, out_dtype=acc_ty)
+        dv += tl.dot(pt.to(dot.dtype), tl.trans(dot), input_precision=DOT, out_dtype=acc_ty)
+        dpt = tl.dot(v, dot, input_precision=DOT, out_dtype=acc_ty)
         dst = pt * (dpt - delta[None, :])
         if HAS_BIAS:
             dbias += tl.sum(dst, 1)
-        dk += tl.dot(
-            dst.to(qt.dtype), tl.trans(qt), input_precision=DOT_PRECISION, out_dtype=acc_ty
-        )
+        dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=DOT, out_dtype=acc_ty)
 
     out_off = pid_bh.to(tl.int64) * N_K * HEAD_D + offs_n[:, None] * HEAD_D + offs_d[None, :]
     _store_tile(
@@ -421,50 +340,18 @@ def _bwd_dkdv_kernel(
 
 
 @triton.jit
-def _bwd_dq_kernel(
-    Q_PTR,
-    K_PTR,
-    V_PTR,
-    BIAS_PTR,
-    DO_PTR,
-    LSE_PTR,
-    DELTA_PTR,
-    DQ_PTR,
-    stride_qb,
-    stride_qh,
-    stride_qm,
-    stride_qd,
-    stride_kb,
-    stride_kh,
-    stride_kn,
-    stride_kd,
-    stride_vb,
-    stride_vh,
-    stride_vn,
-    stride_vd,
-    stride_bb,
-    stride_bh,
-    stride_bn,
-    stride_dob,
-    stride_doh,
-    stride_dom,
-    stride_dod,
-    H,
-    N_Q,
-    N_K,
-    HEAD_D,
-    sm_scale: tl.float64,
-    qk_scale: tl.float64,
-    HAS_BIAS: tl.constexpr,
-    IS_FP64: tl.constexpr,
-    EVEN_M: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    EVEN_D: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-):
+def _ma_bwd_dq_kernel(
+    Q_PTR, stride_qb, stride_qh, stride_qm, stride_qd,  # (B, H, N_Q, HEAD_D)
+    K_PTR, stride_kb, stride_kh, stride_kn, stride_kd,  # (B, H, N_K, HEAD_D)
+    V_PTR, stride_vb, stride_vh, stride_vn, stride_vd,  # (B, H, N_K, HEAD_D)
+    BIAS_PTR, stride_bb, stride_bh, stride_bn,  # (B, H, N_K); zero strides broadcast
+    DO_PTR, stride_dob, stride_doh, stride_dom, stride_dod,  # (B, H, N_Q, HEAD_D)
+    LSE_PTR, DELTA_PTR,  # (B, H, N_Q) contiguous, accumulation dtype
+    DQ_PTR,  # output: (B, H, N_Q, HEAD_D) contiguous
+    H, N_Q, N_K, HEAD_D, sm_scale: tl.float64, qk_scale: tl.float64,
+    HAS_BIAS: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
     """Backward step 3: dQ for one block of queries of one (batch, head).
 
     Grid: (cdiv(N_Q, BLOCK_M), B * H).
@@ -474,7 +361,7 @@ def _bwd_dq_kernel(
     DQ_PTR: (B, H, N_Q, HEAD_D) contiguous output, input dtype.
     sm_scale: the logit scale; qk_scale: sm_scale * log2(e).
     """
-    acc_ty: tl.constexpr = tl.float64 if IS_FP64 else tl.float32
+    acc_ty: tl.constexpr = LSE_PTR.dtype.element_ty
     sm_scale = tl.full((), sm_scale, acc_ty)
     qk_scale = tl.full((), qk_scale, acc_ty)
 
@@ -512,13 +399,11 @@ def _bwd_dq_kernel(
         n_ok = start_n + offs_n < N_K
         kt = _load_tile(kt_ptrs + start_n * stride_kn, d_ok, n_ok, EVEN_D, EVEN_N)
         vt = _load_tile(vt_ptrs + start_n * stride_vn, d_ok, n_ok, EVEN_D, EVEN_N)
-        s = _scores(
-            q, kt, b_ptrs + start_n * stride_bn, n_ok, qk_scale, HAS_BIAS, EVEN_N, DOT_PRECISION
-        )
+        s = _scores(q, kt, b_ptrs + start_n * stride_bn, n_ok, qk_scale, HAS_BIAS, EVEN_N, DOT)
         p = tl.exp2(s - lse[:, None])
-        dp = tl.dot(do, vt, input_precision=DOT_PRECISION, out_dtype=acc_ty)
+        dp = tl.dot(do, vt, input_precision=DOT, out_dtype=acc_ty)
         ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=DOT_PRECISION, out_dtype=acc_ty)
+        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=DOT, out_dtype=acc_ty)
 
     dq_ptrs = (
         DQ_PTR + pid_bh.to(tl.int64) * N_Q * HEAD_D + offs_m[:, None] * HEAD_D + offs_d[None, :]
@@ -580,26 +465,23 @@ def _dot_precision(dtype: torch.dtype, fp32_precision: str) -> str:
     return fp32_precision if dtype == torch.float32 else "ieee"
 
 
-def _qkv_strides(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias) -> tuple:
-    """The strides of q, k, v and key_bias, in kernel argument order; zero strides broadcast
-    a size-1 B or h of key_bias (all zero when it is None)."""
+def _qkvb_args(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias) -> tuple:
+    """q, k, v and key_bias, each followed by its strides, in kernel argument order; zero
+    strides broadcast a size-1 B or h of key_bias (and stand for a None one, with q as a
+    pointer that is never read)."""
     if key_bias is None:
-        sbb, sbh, sbn = 0, 0, 0
+        bias = (q, 0, 0, 0)
     else:
         sbb = 0 if key_bias.shape[0] == 1 else key_bias.stride(0)
         sbh = 0 if key_bias.shape[1] == 1 else key_bias.stride(1)
-        sbn = key_bias.stride(2)
-    return (*q.stride(), *k.stride(), *v.stride(), sbb, sbh, sbn)
+        bias = (key_bias, sbb, sbh, key_bias.stride(2))
+    return (q, *q.stride(), k, *k.stride(), v, *v.stride(), *bias)
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _head_flags(dtype: torch.dtype, d: int) -> dict:
-    """The constexprs every kernel takes from the dtype and head dim: IS_FP64, EVEN_D, BLOCK_D."""
+def _head_flags(d: int) -> dict:
+    """The constexprs every kernel takes from the head dim: EVEN_D, BLOCK_D."""
     block_d = _block_d(d)
-    return dict(IS_FP64=dtype == torch.float64, EVEN_D=d == block_d, BLOCK_D=block_d)
+    return dict(EVEN_D=d == block_d, BLOCK_D=block_d)
 
 
 def _launch(kernel, cfg: dict, n_blocks: int, bh: int, n_q: int, n_k: int, *args, **flags):
@@ -618,7 +500,7 @@ def _fwd_outputs(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Empty o (B, h, Nq, d) and lse (B, h, Nq)."""
     B, H, n_q, d = q.shape
     o = torch.empty((B, H, n_q, d), dtype=q.dtype, device=q.device)
-    return o, torch.empty((B, H, n_q), dtype=_acc_dtype(q.dtype), device=q.device)
+    return o, torch.empty((B, H, n_q), dtype=compute_dtype(q.dtype), device=q.device)
 
 
 def _memory_attention_fwd(
@@ -635,29 +517,11 @@ def _memory_attention_fwd(
     o, lse = _fwd_outputs(q)
     cfg = _configs(q.dtype, d)["fwd"]
     _launch(
-        _fwd_kernel,
-        cfg,
-        triton.cdiv(n_q, cfg["BLOCK_M"]),
-        B * H,
-        n_q,
-        n_k,
-        q,
-        k,
-        v,
-        q if key_bias is None else key_bias,
-        o,
-        lse,
-        *_qkv_strides(q, k, v, key_bias),
-        *o.stride(),
-        H,
-        n_q,
-        n_k,
-        d,
-        scale * LOG2E,
-        HAS_BIAS=key_bias is not None,
-        DOT_PRECISION=_dot_precision(q.dtype, fp32_precision),
-        **_head_flags(q.dtype, d),
-    )
+        _ma_fwd_kernel, cfg, triton.cdiv(n_q, cfg["BLOCK_M"]), B * H, n_q, n_k,
+        *_qkvb_args(q, k, v, key_bias), o, *o.stride(), lse, H, n_q, n_k, d, scale * LOG2E,
+        HAS_BIAS=key_bias is not None, DOT=_dot_precision(q.dtype, fp32_precision),
+        **_head_flags(d),
+    )  # fmt: skip
     return o, lse
 
 
@@ -686,41 +550,28 @@ def _memory_attention_bwd(
     """Returns dq, dk, dv and dkey_bias (key_bias's shape; empty when key_bias is None)."""
     B, H, n_q, d = q.shape
     n_k = k.shape[2]
-    acc_dtype = _acc_dtype(q.dtype)
+    acc_dtype = compute_dtype(q.dtype)
     cfgs = _configs(q.dtype, d)
-    flags = _head_flags(q.dtype, d)
+    flags = _head_flags(d)
 
     delta = torch.empty((B, H, n_q), dtype=acc_dtype, device=q.device)
     cfg = cfgs["pre"]
     _launch(
-        _bwd_preprocess_kernel,
-        cfg,
-        triton.cdiv(n_q, cfg["BLOCK_M"]),
-        B * H,
-        n_q,
-        n_k,
-        o,
-        do,
-        delta,
-        *o.stride(),
-        *do.stride(),
-        H,
-        n_q,
-        d,
-        **flags,
-    )
+        _ma_bwd_delta_kernel, cfg, triton.cdiv(n_q, cfg["BLOCK_M"]), B * H, n_q, n_k,
+        o, *o.stride(), do, *do.stride(), delta, H, n_q, d, **flags,
+    )  # fmt: skip
 
     dq = torch.empty((B, H, n_q, d), dtype=q.dtype, device=q.device)
     dk = torch.empty((B, H, n_k, d), dtype=q.dtype, device=q.device)
     dv = torch.empty((B, H, n_k, d), dtype=q.dtype, device=q.device)
     has_bias = key_bias is not None
     dbias = torch.empty((B, H, n_k) if has_bias else (0,), dtype=acc_dtype, device=q.device)
-    inputs = (q, k, v, key_bias if has_bias else q, do, lse, delta)
-    scalars = (*_qkv_strides(q, k, v, key_bias), *do.stride(), H, n_q, n_k, d, scale, scale * LOG2E)
-    flags.update(HAS_BIAS=has_bias, DOT_PRECISION=_dot_precision(q.dtype, fp32_precision))
+    inputs = (*_qkvb_args(q, k, v, key_bias), do, *do.stride(), lse, delta)
+    scalars = (H, n_q, n_k, d, scale, scale * LOG2E)
+    flags.update(HAS_BIAS=has_bias, DOT=_dot_precision(q.dtype, fp32_precision))
     for kernel, name, outputs, n, block in (
-        (_bwd_dkdv_kernel, "dkdv", (dk, dv, dbias), n_k, "BLOCK_N"),  # a program per key block
-        (_bwd_dq_kernel, "dq", (dq,), n_q, "BLOCK_M"),  # a program per query block
+        (_ma_bwd_dkdv_kernel, "dkdv", (dk, dv, dbias), n_k, "BLOCK_N"),  # a program per key block
+        (_ma_bwd_dq_kernel, "dq", (dq,), n_q, "BLOCK_M"),  # a program per query block
     ):
         cfg = cfgs[name]
         n_blocks = triton.cdiv(n, cfg[block])
@@ -814,7 +665,8 @@ def memory_attention(
     backend: str | None = None,
     fp32_precision: str = "tf32x3",
 ) -> torch.Tensor:
-    """Multi-head attention with an additive per-key bias (SPEC 1.4), fused in Triton.
+    """Multi-head attention with an additive per-key bias (docs/ops.md, memory_attention), fused
+    in Triton.
 
     Args:
         q: (B, h, Nq, d); k, v: (B, h, Nk, d); any strides, fp16/bf16/fp32/fp64.

@@ -1,4 +1,5 @@
-"""Fused Triton kernels for ``spectral_correlation_loss`` (SPEC 1.6).
+"""Fused Triton kernels for ``spectral_correlation_loss`` (docs/ops.md,
+spectral_correlation_loss).
 
     P = sqrt(|fft2(sigmoid(x))|^2 + eps^2),  G = sqrt(|fft2(t)|^2 + eps^2)      (norm="ortho")
     r_b = sum((P - mean P)(G - mean G)) / (||P - mean P|| ||G - mean G|| + eps)
@@ -295,9 +296,10 @@ def _scc_bwd_kernel(
     tl.store(DX_PTR + off, (acc * ds).to(DX_PTR.dtype.element_ty), mask=m)
 
 
-def _blocks(H: int, W: int) -> dict[str, int]:
-    """Padded matrix sizes and block sizes (blocks divide the padded sizes: no matrix masks)."""
-    H_P, W_P, WH_P = dft.tile_sizes(H, W)
+def _tiles(x: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor) -> dict[str, int]:
+    """The padded matrix sizes (H_P, W_P, WH_P) of ``x``'s plane, with ``fh, fw`` checked
+    against them; the block sizes divide them, so the matrices need no masks."""
+    H_P, W_P, WH_P = dft.check_mats(*x.shape[-2:], fh, fw)
     return dict(H_P=H_P, W_P=W_P, WH_P=WH_P)
 
 
@@ -325,24 +327,11 @@ def _bwd_meta(meta: dict[str, int]) -> dict[str, int]:
     )
 
 
-def _check_mats(x: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor) -> dict[str, int]:
-    H, W = x.shape[-2:]
-    meta = _blocks(H, W)
-    H_P, W_P, WH_P = meta["H_P"], meta["W_P"], meta["WH_P"]
-    if fh.shape != (2, H_P, H_P) or fw.shape != (4, W_P, WH_P):
-        raise ValueError(
-            f"fh, fw: expected DFT matrices of shapes (2, {H_P}, {H_P}) and (4, {W_P}, {WH_P}) "
-            f"for a {H}x{W} plane (use hfsti_kernels.dft.dft_matrices), got "
-            f"{tuple(fh.shape)} and {tuple(fw.shape)}"
-        )
-    return meta
-
-
 @_registry.triton_kernel_op("hfsti::spectral_correlation_loss")
 def _scc_op(
     logits: torch.Tensor, target: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    meta = _check_mats(logits, fh, fw)
+    meta = _tiles(logits, fh, fw)
     B, _, H, W = logits.shape
     x, t = logits.contiguous(), target.contiguous()
     meta = _fwd_meta(meta)
@@ -391,7 +380,7 @@ def _scc_bwd_op(
     fw: torch.Tensor,
     eps: float,
 ) -> torch.Tensor:
-    meta = _check_mats(logits, fh, fw)
+    meta = _tiles(logits, fh, fw)
     B, _, H, W = logits.shape
     x = logits.contiguous()
     dx = torch.empty_like(x)

@@ -1,4 +1,4 @@
-"""Fused Triton kernels for ``structure_loss`` (SPEC 1.5).
+"""Fused Triton kernels for ``structure_loss`` (docs/ops.md, structure_loss).
 
     w    = 1 + 5 |avg_pool2d(t, 31, stride=1, padding=15) - t|     (count_include_pad, zero pad)
     loss = mean_b [ sum(w bce(x, t)) / sum(w) + 1 - (I + 1) / (U - I + 1) ]
@@ -31,6 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
+from hfsti._checks import compute_dtype
 from hfsti.ops import check_loss_inputs
 from hfsti.ops import structure_loss as _reference
 from hfsti_kernels import _registry
@@ -39,7 +40,7 @@ from hfsti_kernels._backend import select_backend
 __all__ = ["structure_loss"]
 
 BLOCK = 32  # output tile side; the halo tile is 2 * BLOCK >= BLOCK + 2 * RADIUS + 1
-RADIUS = 15  # the 31x31 window of SPEC 1.5
+RADIUS = 15  # the 31x31 window of the weight (docs/ops.md, structure_loss)
 N_PARTIALS = 4
 N_STATS = 3
 
@@ -206,7 +207,7 @@ def _sl_bwd_kernel(
 def _prepare(logits: torch.Tensor, target: torch.Tensor):
     """Contiguous inputs, the compute dtype and the tile grid."""
     B, _, H, W = logits.shape
-    cdtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    cdtype = compute_dtype(logits.dtype)
     grid = (B, triton.cdiv(H, BLOCK), triton.cdiv(W, BLOCK))
     return logits.contiguous(), target.contiguous(), cdtype, grid
 

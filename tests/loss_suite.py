@@ -1,11 +1,13 @@
-"""Triton losses (structure_loss, spectral_correlation_loss) against the reference.
+"""The checks both Triton losses pass, run by each loss's test module for its own loss.
 
-Runs on CPU through the Triton interpreter (conftest sets TRITON_INTERPRET=1 without a GPU):
-forward and logits gradient vs ``hfsti.ops`` evaluated in float64 for float64 and float32
-inputs, binary and soft targets, moderate and saturating logits, gradcheck through the Triton
-path, non-contiguous logits, input validation, torch.library.opcheck of every op,
-torch.compile(backend="aot_eager", fullgraph=True), bitwise determinism. Shapes are small
-because the interpreter is slow; tests/test_gpu_losses.py covers the model's.
+Not a test module itself: ``tests/test_kernels_<loss>.py`` imports these tests, whose ``loss``
+argument is that module's ``loss`` fixture. Runs on CPU through the Triton interpreter (conftest
+sets TRITON_INTERPRET=1 without a GPU): forward and logits gradient vs ``hfsti.ops`` evaluated in
+float64 for float64 and float32 inputs, binary and soft targets, moderate and saturating logits,
+gradcheck through the Triton path, non-contiguous logits, input validation,
+torch.library.opcheck of every op, torch.compile(backend="aot_eager", fullgraph=True), bitwise
+determinism. Shapes are small because the interpreter is slow; tests/test_gpu_losses.py covers
+the model's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from helpers import TOLERANCE, assert_rel_close
 from hfsti import ops as ref
 from hfsti_kernels import dft
 from hfsti_kernels._backend import interpreter_enabled
+from hfsti_kernels._inputs import loss_inputs, loss_target
 from hfsti_kernels.ops import spectral_correlation_loss as scc_mod
 from hfsti_kernels.ops import structure_loss as sl_mod
 
@@ -28,36 +31,14 @@ REFERENCE = {
     "structure_loss": ref.structure_loss,
     "spectral_correlation_loss": ref.spectral_correlation_loss,
 }
-LOSSES = tuple(KERNEL)
 
-pytestmark = pytest.mark.skipif(
+INTERPRETER_ONLY = pytest.mark.skipif(
     not interpreter_enabled(), reason="Triton on CPU tensors needs TRITON_INTERPRET=1"
 )
 
 # (1, 1, 40, 33): the 31x31 window covers most of the image, and the plane spans several
 # 32-wide kernel tiles in both losses (halo and block seams are exercised).
 SHAPES = [(1, 1, 11, 13), (5, 1, 5, 7), (2, 1, 6, 8), (1, 1, 40, 33)]
-
-
-def make_target(shape, kind, g):
-    """A float64 target: "binary" elliptic blobs (one per image) or "soft" values in [0, 1]."""
-    B, _, H, W = shape
-    if kind == "soft":
-        return torch.rand(shape, generator=g, dtype=torch.float64)
-    rows = torch.arange(H, dtype=torch.float64)[:, None]
-    cols = torch.arange(W, dtype=torch.float64)[None, :]
-    out = torch.zeros(shape, dtype=torch.float64)
-    for b in range(B):
-        cy, cx = torch.rand(2, generator=g, dtype=torch.float64) * torch.tensor([H, W])
-        ry, rx = 1 + torch.rand(2, generator=g, dtype=torch.float64) * torch.tensor([H, W]) / 2
-        out[b, 0] = (((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 < 1).double()
-    return out
-
-
-def make_inputs(shape, kind="binary", scale=3.0, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(shape, generator=g, dtype=torch.float64) * scale
-    return logits, make_target(shape, kind, g)
 
 
 def loss_and_grad(fn, logits, target):
@@ -82,27 +63,28 @@ def check_against_reference(loss, logits, target, dtype, fn=None):
     assert_rel_close(dx, r_dx, tol, f"{loss} {dtype} d/dlogits")
 
 
-@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("kind,scale", [("binary", 3.0), ("soft", 30.0)])
 def test_matches_reference(loss, shape, dtype, kind, scale):
-    logits, target = make_inputs(shape, kind, scale, seed=sum(shape) + len(kind))
+    logits, target = loss_inputs(shape, kind, scale, seed=sum(shape) + len(kind))
     check_against_reference(loss, logits, target, dtype)
 
 
-@pytest.mark.parametrize(
-    "loss,level", [("structure_loss", 30.0), ("spectral_correlation_loss", 16.0)]
-)
-def test_saturated_logits_binary_target(loss, level):
+# Saturation levels: the largest |logit| each loss's float64 oracle still resolves (see below).
+SATURATION_LEVEL = {"structure_loss": 30.0, "spectral_correlation_loss": 16.0}
+
+
+def test_saturated_logits_binary_target(loss):
     # Saturating logits, mostly agreeing with a binary target: the stable BCE and sigmoid
     # derivative must hold. The spectral loss's gradient is then all sigmoid'(x), which the
     # float64 oracle's autograd forms as s (1 - s), losing log10(1 / sigmoid'(x)) digits (1e-3
     # relative at |x| = 30, 1e-9 at 16). Magnitudes vary in [level / 2, level]: a two-valued
     # sigmoid map has exactly-zero spectral bins, where dP/dX = X / P is 0 / eps in exact
     # arithmetic but rounding noise / eps = O(1) in float32 (ill-posed at any implementation).
+    level = SATURATION_LEVEL[loss]
     g = torch.Generator().manual_seed(3)
-    target = make_target((2, 1, 6, 8), "binary", g)
+    target = loss_target((2, 1, 6, 8), "binary", g)
     sign = torch.where(target > 0, 1.0, -1.0) * (
         1 - 2 * (torch.rand(target.shape, generator=g) < 0.3)
     )
@@ -111,16 +93,14 @@ def test_saturated_logits_binary_target(loss, level):
     check_against_reference(loss, logits, target, torch.float64)
 
 
-@pytest.mark.parametrize("loss", LOSSES)
 def test_gradcheck_float64_through_triton(loss):
-    logits, target = make_inputs((2, 1, 3, 5), "soft", seed=4)
+    logits, target = loss_inputs((2, 1, 3, 5), "soft", seed=4)
     x = logits.requires_grad_()
     assert torch.autograd.gradcheck(lambda z: KERNEL[loss](z, target, backend="triton"), (x,))
 
 
-@pytest.mark.parametrize("loss", LOSSES)
 def test_non_contiguous_logits(loss):
-    logits, target = make_inputs((2, 1, 13, 11), "binary", seed=5)
+    logits, target = loss_inputs((2, 1, 13, 11), "binary", seed=5)
     # (B, 1, W, H) transposed, and every second column of a wider map.
     check_against_reference(
         loss, logits.transpose(-1, -2).contiguous().transpose(-1, -2), target, torch.float32
@@ -130,18 +110,16 @@ def test_non_contiguous_logits(loss):
     check_against_reference(loss, wide, target, torch.float32)
 
 
-@pytest.mark.parametrize("loss", LOSSES)
 def test_target_gets_no_gradient(loss):
-    logits, target = make_inputs((1, 1, 5, 7), "soft", seed=6)
+    logits, target = loss_inputs((1, 1, 5, 7), "soft", seed=6)
     x = logits.requires_grad_()
     t = target.requires_grad_()
     dx, dt = torch.autograd.grad(KERNEL[loss](x, t, backend="triton"), (x, t), allow_unused=True)
     assert dx is not None and dt is None
 
 
-@pytest.mark.parametrize("loss", LOSSES)
 def test_deterministic(loss):
-    logits, target = make_inputs((5, 1, 40, 33), "binary", seed=7)
+    logits, target = loss_inputs((5, 1, 40, 33), "binary", seed=7)
     a_out, a_dx = loss_and_grad(
         lambda x, t: KERNEL[loss](x, t, backend="triton"), logits.float(), target.float()
     )
@@ -154,7 +132,6 @@ def test_deterministic(loss):
 # --------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize(
     "logits,target,error,name",
     [
@@ -172,9 +149,8 @@ def test_bad_inputs_name_the_argument(loss, logits, target, error, name):
         KERNEL[loss](logits, target, backend="triton")
 
 
-@pytest.mark.parametrize("loss", LOSSES)
 def test_backend_routing(loss, monkeypatch):
-    logits, target = make_inputs((1, 1, 5, 7), "soft", seed=8)
+    logits, target = loss_inputs((1, 1, 5, 7), "soft", seed=8)
     with pytest.raises(ValueError, match="backend"):
         KERNEL[loss](logits, target, backend="bogus")
     monkeypatch.setenv("HFSTI_BACKEND", "bogus")
@@ -193,14 +169,13 @@ def test_backend_routing(loss, monkeypatch):
 
 
 def _op_args(loss):
-    logits, target = make_inputs((2, 1, 5, 7), "soft", seed=9)
+    logits, target = loss_inputs((2, 1, 5, 7), "soft", seed=9)
     if loss == "structure_loss":
         return sl_mod._sl_op, (logits.requires_grad_(), target)
     fh, fw = dft.dft_matrices(5, 7, torch.float64, logits.device)
     return scc_mod._scc_op, (logits.requires_grad_(), target, fh, fw, 1e-8)
 
 
-@pytest.mark.parametrize("loss", LOSSES)
 def test_opcheck(loss):
     op, args = _op_args(loss)
     torch.library.opcheck(op, args)
@@ -214,11 +189,10 @@ def test_opcheck(loss):
         torch.library.opcheck(scc_mod._scc_bwd_op, (dout, logits.detach(), spec, coef, fh, fw, eps))
 
 
-@pytest.mark.parametrize("loss", LOSSES)
 def test_compile_aot_eager_fullgraph(loss):
     torch._dynamo.reset()
     compiled = torch.compile(
         lambda x, t: KERNEL[loss](x, t, backend="triton"), backend="aot_eager", fullgraph=True
     )
-    logits, target = make_inputs((2, 1, 6, 8), "binary", seed=10)
+    logits, target = loss_inputs((2, 1, 6, 8), "binary", seed=10)
     check_against_reference(loss, logits, target, torch.float32, fn=compiled)

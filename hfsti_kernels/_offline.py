@@ -20,11 +20,8 @@ from triton.backends.compiler import GPUTarget
 from triton.runtime import driver
 from triton.runtime.jit import JITFunction
 
-from hfsti.ops import OpSet
 from hfsti_kernels._backend import interpreter_enabled
-
-# The six ops, named as the OpSet fields (after "name").
-OPS = tuple(f.name for f in dataclasses.fields(OpSet) if f.name != "name")
+from hfsti_kernels._registry import OPS
 
 
 class TargetDriver:
@@ -88,7 +85,7 @@ def use_target(arch: int = 90) -> None:
     """Make Triton compile for sm_<arch> with no GPU present."""
     if interpreter_enabled():
         raise RuntimeError(
-            "hfsti_kernels.offline: TRITON_INTERPRET=1 is set; the kernels are interpreted "
+            "hfsti_kernels._offline: TRITON_INTERPRET=1 is set; the kernels are interpreted "
             "functions, not GPU code. Run in a process started without it."
         )
     driver.set_active(TargetDriver(arch))

@@ -1,0 +1,70 @@
+"""fourier_unit's Triton kernels against the reference (docs/ops.md, fourier_unit): the shared
+FFT-op checks (``fft_op_suite``) for this op, then its own: more channels than one GEMM tile,
+inference without the saved spectrum, input validation.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for the op fixture below)
+from fft_op_suite import INTERPRETER_ONLY, KERNEL, check_against_reference
+from helpers import TOLERANCE, assert_rel_close
+
+from hfsti import ops as ref
+from hfsti_kernels import dft
+from hfsti_kernels._inputs import fft_op_inputs
+from hfsti_kernels.ops import fourier_unit as fu_mod
+
+pytestmark = INTERPRETER_ONLY
+
+
+@pytest.fixture
+def op():
+    return "fourier_unit"
+
+
+def test_wide_channels():
+    """More channels than one GEMM tile (2C' = 66 > 64 rows, C > 32): block loops and edges."""
+    inputs = fft_op_inputs("fourier_unit", 1, 40, 2, 3, torch.float64, c_out=33)
+    check_against_reference("fourier_unit", inputs, TOLERANCE[torch.float64])
+
+
+def test_no_grad_skips_spectrum():
+    """Inference does not write the saved spectrum, and still matches."""
+    x, w, b = fft_op_inputs("fourier_unit", 1, 3, 5, 7, torch.float64)
+    fh, fw = dft.dft_matrices(5, 7, torch.float64, x.device)
+    y, zs = fu_mod._fu_op(x, w, b, fh, fw, False)
+    assert zs.numel() == 0
+    with torch.no_grad():
+        y2 = fu_mod.fourier_unit(x.requires_grad_(), w, b, backend="triton")
+    assert_rel_close(y2, ref.fourier_unit(x, w, b), TOLERANCE[torch.float64], "no_grad")
+    assert torch.equal(y, y2)
+
+
+def _bad_cases():
+    q = torch.randn(1, 2, 3, 4)
+    _, fw, fb = fft_op_inputs("fourier_unit", 1, 2, 3, 4, torch.float32, c_out=2)
+    fu = KERNEL["fourier_unit"]
+    return [
+        ("fu weight", lambda: fu(q, fw[:, :3], fb, backend="triton"), ValueError, r"^weight: "),
+        ("fu odd rows", lambda: fu(q, fw[:3], fb, backend="triton"), ValueError, r"^weight: "),
+        ("fu bias", lambda: fu(q, fw, fb[:3], backend="triton"), ValueError, r"^bias: "),
+        ("fu bias dtype", lambda: fu(q, fw, fb.double(), backend="triton"), TypeError, r"^bias"),
+        ("fu rank", lambda: fu(q[0], fw, fb, backend="triton"), ValueError, r"^x: "),
+        ("fu bad backend", lambda: fu(q, fw, fb, backend="Triton"), ValueError, r"^backend: "),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c[0])
+def test_bad_inputs_raise_naming_the_argument(case):
+    _, call, exc, match = case
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_backward_without_saved_spectrum_is_refused():
+    x, w, b = fft_op_inputs("fourier_unit", 1, 3, 5, 7, torch.float64)
+    fh, fw = dft.dft_matrices(5, 7, torch.float64, x.device)
+    with pytest.raises(ValueError, match=r"^zs: "):
+        fu_mod._fu_bwd_op(torch.randn(1, 2, 5, 7, dtype=torch.float64), x, w, x[:0], fh, fw)

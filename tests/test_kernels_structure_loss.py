@@ -1,0 +1,16 @@
+"""structure_loss's Triton kernels against the reference (docs/ops.md, structure_loss):
+the checks both losses pass (``loss_suite``), run for this loss.
+"""
+
+from __future__ import annotations
+
+import pytest
+from loss_suite import *  # noqa: F403 (the shared loss tests, run for the loss fixture below)
+from loss_suite import INTERPRETER_ONLY
+
+pytestmark = INTERPRETER_ONLY
+
+
+@pytest.fixture
+def loss():
+    return "structure_loss"
