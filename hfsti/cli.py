@@ -216,6 +216,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"at {args.size}x{args.size}: {macs / 1e9:.2f} G MACs = {2 * macs / 1e9:.2f} GFLOPs "
         "per frame (paper: 46.77 G)"
     )
+    try:  # which CUDA-kernel paths exist (extension, CuPy, emulator); never fails the command
+        from hfsti_kernels.cuda.runtime import describe
+
+        print(describe())
+    except Exception as e:  # noqa: BLE001
+        print(f"CUDA kernels: hfsti_kernels cannot be imported: {type(e).__name__}: {e}")
     return 0
 
 
