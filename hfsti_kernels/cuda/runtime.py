@@ -176,7 +176,9 @@ def require(x: torch.Tensor | None) -> None:
 def describe() -> str:
     """One line for ``hfsti info``: which CUDA paths this installation has."""
     ext = extension()
-    parts = [f"nvcc extension: {ext.build_info}" if ext else "nvcc extension: not built"]
+    parts = [f"nvcc extension: built ({ext.build_info})" if ext else "nvcc extension: not built"]
+    if not torch.cuda.is_available():
+        parts[0] += " [no CUDA device here]"
     if cupy_installed():
         import importlib.metadata as md
 
