@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ _SIGNATURES = {
     "hfsti_test_run_config": (*(_C.c_int,) * 7, _C.c_longlong, _C.c_longlong, _P),
     "hfsti_test_run_divergent": (_C.c_int, _C.c_int, _P),
     "hfsti_test_run_block_votes": (_P, _P, _C.c_int, _C.c_int),
+    "hfsti_test_run_library": (_P,),
     "hfsti_test_run_narrow": (_C.c_int, _P, _P, _C.c_int),
     "hfsti_test_run_widen": (_C.c_int, _P, _P, _C.c_int),
 }
@@ -225,6 +227,18 @@ def test_block_votes(emu, threads, live, fill):
     assert out.tolist() == want
 
 
+LIBRARY = [0.5, 0.0, -1.0, 1.0, 0.0, 1.0, 1.0, 4, 4, 31, 1, 3, 1, 2, 1.0, 2.5, 1.0, 0.0, 0.25,
+           0.5, 0.0, 1.0, 0.0, 7.0, 2.0, 0.75, 0.0, 1, 1, 1, -0.5, 4.0, 3.0]  # fmt: skip
+
+
+def test_device_library(emu):
+    """Math, bit and conversion intrinsics, CUDA's mixed min/max, promoted shuffles, vectors."""
+    out = np.full(64, np.nan, dtype=np.float32)
+    emu.call("hfsti_test_run_library", out)
+    assert out[: len(LIBRARY)].tolist() == LIBRARY
+    assert np.isnan(out[len(LIBRARY)])  # nothing written past the list
+
+
 # ---- shared memory poison
 def test_shared_memory_poisoned_every_block(emu):
     blocks, threads = 3, 64
@@ -381,27 +395,42 @@ def test_16bit_to_float_matches_torch(emu, kind, dtype):
 
 
 # ---- ThreadSanitizer
-def _run_tsan(extra: tuple[str, ...]) -> subprocess.CompletedProcess:
-    flags = ("-O1", "-g", "-fsanitize=thread", *EMU, *extra)
+TSAN_VARIANTS = {"clean": (), "no_barrier": ("-DHFSTI_TEST_DROP_BARRIER",)}
+
+
+@pytest.fixture(scope="module")
+def tsan_programs() -> dict[str, Path]:
+    """Both TSan builds of emu_race.cu, compiled concurrently."""
+
+    def build(extra):
+        flags = ("-O1", "-g", "-fsanitize=thread", *EMU, *extra)
+        return _hostbuild.build(
+            "emu_race_tsan", [RACE], kind="executable", include_dirs=[INCLUDE], flags=flags
+        )
+
     try:
-        exe = _hostbuild.build("emu_race_tsan", [RACE], kind="executable",
-                               include_dirs=[INCLUDE], flags=flags)  # fmt: skip
+        with ThreadPoolExecutor(2) as pool:
+            futures = {k: pool.submit(build, v) for k, v in TSAN_VARIANTS.items()}
+            return {k: f.result() for k, f in futures.items()}
     except _hostbuild.HostBuildError as e:
         if "tsan" in e.log.lower() and "cannot find" in e.log.lower():
             pytest.skip("the compiler has no ThreadSanitizer runtime")
         raise
+
+
+def _run_tsan(exe: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "TSAN_OPTIONS": "halt_on_error=0 exitcode=66 report_signal_unsafe=0"}
     return subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_tsan_correct_kernels_report_no_race():
-    r = _run_tsan(())
+def test_tsan_correct_kernels_report_no_race(tsan_programs):
+    r = _run_tsan(tsan_programs["clean"])
     assert "ThreadSanitizer" not in r.stderr, r.stderr[:3000]
     assert r.returncode == 0 and r.stdout.strip() == "OK", (r.returncode, r.stdout, r.stderr[:2000])
 
 
-def test_tsan_reports_a_missing_barrier():
-    r = _run_tsan(("-DHFSTI_TEST_DROP_BARRIER",))
+def test_tsan_reports_a_missing_barrier(tsan_programs):
+    r = _run_tsan(tsan_programs["no_barrier"])
     assert "WARNING: ThreadSanitizer: data race" in r.stderr
     assert "hfsti_test_stencil" in r.stderr
     assert r.returncode == 66
@@ -420,3 +449,19 @@ def test_nvcc_compiles_sources(source, tmp_path):
            str(tmp_path / "k.o")]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("source", [KERNELS, RACE], ids=lambda p: p.name)
+def test_nvrtc_compiles_sources(source):
+    """The CuPy path's compiler: device code only, no standard headers (hfsti/dtype.h too)."""
+    nvrtc = pytest.importorskip("hfsti_kernels.cuda.nvrtc")
+    names = ["hfsti_test_block_sum<hfsti::half_t>", "hfsti_test_narrow<hfsti::bf16_t>"]
+    names = names if source == KERNELS else ["hfsti_test_stencil"]
+    try:
+        ptx, lowered = nvrtc.compile_file(source, names=names)
+    except nvrtc.NvrtcError as e:
+        if "needs cuda-bindings" in str(e):
+            pytest.skip(str(e))
+        raise
+    assert set(lowered) == set(names)
+    assert (b"shfl.sync.bfly" if source == KERNELS else b"bar.sync") in ptx

@@ -155,6 +155,34 @@ __global__ void hfsti_test_block_votes(const int* __restrict__ in, int* __restri
   out[3 * t + 2] = o;
 }
 
+// The device-library surface kernels may use, compiled by both builds: thread 0 of a 32-thread
+// block writes out[0..n) (as floats); tests/test_cuda_emulator.py knows the expected values.
+__global__ void hfsti_test_library(float* __restrict__ out) {
+  const int t = threadIdx.x;
+  const short narrow = static_cast<short>(t);
+  const int from_short = __shfl_xor_sync(0xFFFFFFFFu, narrow, 1);  // short promotes to int
+  const int from_bool = __shfl_sync(0xFFFFFFFFu, t == 5, 5);
+  const long long wide = __shfl_down_sync(0xFFFFFFFFu, 1LL << 40 | t, 1);
+  if (t != 0) return;
+  float s, c, s2, c2;
+  sincospif(1.0f, &s, &c);
+  sincospif(0.5f, &s2, &c2);
+  const float2 f2 = make_float2(1.5f, -2.0f);
+  const float4 f4 = make_float4(1, 2, 3, 4);
+  const float v[] = {
+      rsqrtf(4.0f), s, c, s2, c2, sinpif(-1.5f), cospif(2.0f),
+      static_cast<float>(__popc(0xF0u)), static_cast<float>(__ffs(8)),
+      static_cast<float>(__clz(1)), __brev(1u) == 0x80000000u ? 1.0f : 0.0f,
+      static_cast<float>(min(3, 5u)), max(-1, 2u) == 0xFFFFFFFFu ? 1.0f : 0.0f,
+      static_cast<float>(min(7LL, 2LL)), fminf(1.0f, __int_as_float(0x7FC00000)), max(1.0f, 2.5f),
+      __saturatef(1.5f), __saturatef(-1.0f), __fdividef(1.0f, 4.0f), normcdff(0.0f),
+      erff(0.0f), __expf(0.0f), __logf(1.0f), fmaf(2.0f, 3.0f, 1.0f), __fmaf_rn(1, 1, 1),
+      __int_as_float(__float_as_int(0.75f)), static_cast<float>(__double_as_longlong(0.0)),
+      static_cast<float>(from_short), static_cast<float>(from_bool),
+      static_cast<float>(wide == (1LL << 40 | 1)), f2.x + f2.y, f4.w, __ldg(&f4.z)};
+  for (unsigned i = 0; i < sizeof(v) / sizeof(v[0]); ++i) out[i] = v[i];
+}
+
 // The emulator's vector types must match CUDA's layout (this file is also compiled by nvcc).
 static_assert(sizeof(float2) == 8 && alignof(float2) == 8, "float2");
 static_assert(sizeof(float3) == 12 && alignof(float3) == 4, "float3");
@@ -261,6 +289,11 @@ int hfsti_test_run_block_votes(const int* in, int* out, int threads, int live, c
   return guarded(err, err_len, [&] {
     HFSTI_LAUNCH(hfsti_test_block_votes, dim3(1), dim3(threads), 0, nullptr, in, out, live);
   });
+}
+
+int hfsti_test_run_library(float* out, char* err, int err_len) {
+  return guarded(err, err_len,
+                 [&] { HFSTI_LAUNCH(hfsti_test_library, dim3(1), dim3(32), 0, nullptr, out); });
 }
 
 // kind: 0 half, 1 bf16; the 16-bit values travel as uint16 bits.

@@ -488,6 +488,9 @@ inline Exchange warp_exchange(WarpOp op, std::uint32_t mask, std::uint64_t value
   return w.take(*c);
 }
 
+// CUDA's overloads take these types; narrower integers (bool, char, short) promote to int.
+template <class T>
+using shfl_t = std::conditional_t<std::is_integral_v<T> && (sizeof(T) < sizeof(int)), int, T>;
 template <class T>
 constexpr bool shfl_type =
     std::is_same_v<T, int> || std::is_same_v<T, unsigned int> || std::is_same_v<T, long> ||
@@ -839,26 +842,28 @@ inline void __syncwarp(unsigned mask = 0xFFFFFFFFu,
   hfsti::emu::warp_exchange(hfsti::emu::WarpOp::syncwarp, mask, 0, loc);
 }
 template <class T>
-T __shfl_sync(unsigned mask, T var, int srcLane, int width = warpSize,
+hfsti::emu::shfl_t<T> __shfl_sync(unsigned mask, T var, int srcLane, int width = warpSize,
               std::source_location loc = std::source_location::current()) {
-  return hfsti::emu::shuffle(hfsti::emu::WarpOp::shfl, mask, var, srcLane, width, loc);
+  return hfsti::emu::shuffle(hfsti::emu::WarpOp::shfl, mask, hfsti::emu::shfl_t<T>(var), srcLane,
+                             width, loc);
 }
 template <class T>
-T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
+hfsti::emu::shfl_t<T> __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
                  std::source_location loc = std::source_location::current()) {
-  return hfsti::emu::shuffle(hfsti::emu::WarpOp::shfl_up, mask, var, static_cast<int>(delta),
-                             width, loc);
+  return hfsti::emu::shuffle(hfsti::emu::WarpOp::shfl_up, mask, hfsti::emu::shfl_t<T>(var),
+                             static_cast<int>(delta), width, loc);
 }
 template <class T>
-T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
+hfsti::emu::shfl_t<T> __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
                    std::source_location loc = std::source_location::current()) {
-  return hfsti::emu::shuffle(hfsti::emu::WarpOp::shfl_down, mask, var, static_cast<int>(delta),
-                             width, loc);
+  return hfsti::emu::shuffle(hfsti::emu::WarpOp::shfl_down, mask, hfsti::emu::shfl_t<T>(var),
+                             static_cast<int>(delta), width, loc);
 }
 template <class T>
-T __shfl_xor_sync(unsigned mask, T var, int laneMask, int width = warpSize,
+hfsti::emu::shfl_t<T> __shfl_xor_sync(unsigned mask, T var, int laneMask, int width = warpSize,
                   std::source_location loc = std::source_location::current()) {
-  return hfsti::emu::shuffle(hfsti::emu::WarpOp::shfl_xor, mask, var, laneMask, width, loc);
+  return hfsti::emu::shuffle(hfsti::emu::WarpOp::shfl_xor, mask, hfsti::emu::shfl_t<T>(var),
+                             laneMask, width, loc);
 }
 inline unsigned __ballot_sync(unsigned mask, int pred,
                               std::source_location loc = std::source_location::current()) {

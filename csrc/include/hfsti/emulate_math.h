@@ -83,6 +83,16 @@ HFSTI_EMU_MINMAX(unsigned long)
 HFSTI_EMU_MINMAX(long long)
 HFSTI_EMU_MINMAX(unsigned long long)
 #undef HFSTI_EMU_MINMAX
+// mixed signedness: the unsigned type wins, as in CUDA's overloads
+#define HFSTI_EMU_MINMAX_MIXED(S, U)                                                 \
+  inline U min(S a, U b) { return min(static_cast<U>(a), b); }                      \
+  inline U min(U a, S b) { return min(a, static_cast<U>(b)); }                      \
+  inline U max(S a, U b) { return max(static_cast<U>(a), b); }                      \
+  inline U max(U a, S b) { return max(a, static_cast<U>(b)); }
+HFSTI_EMU_MINMAX_MIXED(int, unsigned int)
+HFSTI_EMU_MINMAX_MIXED(long, unsigned long)
+HFSTI_EMU_MINMAX_MIXED(long long, unsigned long long)
+#undef HFSTI_EMU_MINMAX_MIXED
 inline float min(float a, float b) { return fminf(a, b); }
 inline float max(float a, float b) { return fmaxf(a, b); }
 inline double min(double a, double b) { return fmin(a, b); }
