@@ -1,0 +1,152 @@
+// CUDA kernels of fourier_unit (docs/ops.md): the per-plane transforms around the channel GEMM.
+//
+//   Z  = [Re rfft2(x); Im rfft2(x)]          (B, 2C, H, Wh)      hfsti_fu_spec
+//   P  = weight @ Z                          (B, 2C', H, Wh)     torch GEMM (cuBLAS)
+//   y  = irfft2_strict(relu(P + bias))       (B, C', H, W)       hfsti_fu_out
+//
+// Design: the channel mixing couples every plane of a batch item, so it is a GEMM between two
+// plane-local kernels (torch's matmul in hfsti_kernels/cuda/fourier_unit.py) rather than being
+// fused: a fused kernel would have to redo each transform once per output channel. Each plane
+// kernel is one thread block per (b, c) plane with the spectrum in the block workspace
+// (hfsti/fft.h; two buffers: 63 KB at fp32 88x88, 127 KB at fp64), reading its plane once and
+// writing its result once.
+//
+// Backward, with c'[k] = 2 on interior columns (the mirror bin is not stored) and 1 on the
+// others, the real-linear adjoints (docs/ops.md) are
+//   irfft2_strict^T(g) = c' * rfft2(g),      rfft2^T(G) = irfft2_strict(G / c'),
+// so  gP = mask(P + bias > 0) * c' * rfft2(dy)    hfsti_fu_spec_bwd (per output plane)
+//     dbias, dweight = sums of gP, gP @ Z^T        torch (fixed-order sums, deterministic)
+//     gZ = weight^T @ gP                           torch GEMM
+//     dx = irfft2_strict((gZ_re + i gZ_im) / c')    hfsti_fu_out_bwd (per input plane)
+//
+// x, dy, y, dx are contiguous storage-type (T) tensors; Z, P, gP, gZ are compute-type (A) arrays
+// (float32, or float64 for float64 inputs). Limits: those of hfsti/fft.h.
+#include "hfsti/runtime.h"
+#include "hfsti/fft.h"
+
+// Z[b, c] = Re rfft2(x[b, c]), Z[b, C + c] = Im rfft2(x[b, c]).
+//   x: (B, C, H, W) T; z: (B, 2C, H, W/2+1) A; planes = B * C.
+//   ws: null (dynamic shared memory: (W + H + 2 * plane_elems) complex A) or a global array of
+//       gridDim.x such slices.
+// clang-format off
+template <class T>
+__global__ void hfsti_fu_spec(const T* __restrict__ x, hfsti::acc_t<T>* __restrict__ z, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+  // clang-format on
+  using A = hfsti::acc_t<T>;
+  HFSTI_DYNAMIC_SHARED(double, smem);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
+  const int n = H * (W / 2 + 1);
+  for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
+    const T* xp = x + (long long)pl * H * W;
+    hfsti::fft::rfft2<A>(H, W, [&](int h, int wi) { return (A)hfsti::to_float(xp[h * W + wi]); },
+                         w.buf[0], w.buf[1], w.twW, w.twH);
+    const int b = pl / C, c = pl - b * C;
+    A* zr = z + ((long long)b * 2 * C + c) * n;
+    A* zi = zr + (long long)C * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      zr[i] = w.buf[0][i].re;
+      zi[i] = w.buf[0][i].im;
+    }
+    __syncthreads();
+  }
+}
+
+// y[b, o] = irfft2_strict(relu(P[b, o] + bias[o]) + i relu(P[b, Co + o] + bias[Co + o])).
+//   p: (B, 2Co, H, W/2+1) A (the GEMM result, bias not added); bias: (2Co,) T;
+//   y: (B, Co, H, W) T; planes = B * Co. ws as in hfsti_fu_spec.
+// clang-format off
+template <class T>
+__global__ void hfsti_fu_out(const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ bias, T* __restrict__ y, int Co, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+  // clang-format on
+  using A = hfsti::acc_t<T>;
+  HFSTI_DYNAMIC_SHARED(double, smem);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
+  const int n = H * (W / 2 + 1);
+  for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
+    const int b = pl / Co, o = pl - b * Co;
+    const A* pr = p + ((long long)b * 2 * Co + o) * n;
+    const A* pi = pr + (long long)Co * n;
+    const A br = (A)hfsti::to_float(bias[o]), bi = (A)hfsti::to_float(bias[Co + o]);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const A re = pr[i] + br, im = pi[i] + bi;
+      w.buf[0][i] = {re > A(0) ? re : A(0), im > A(0) ? im : A(0)};
+    }
+    __syncthreads();
+    T* yp = y + (long long)pl * H * W;
+    hfsti::fft::irfft2<A>(H, W, w.buf[0], w.buf[1], w.twW, w.twH, [&](int h, int wi, A v) {
+      yp[h * W + wi] = hfsti::from_float<T>(v);
+    });
+  }
+}
+
+// gP[b, o] = mask * c' * Re rfft2(dy[b, o]), gP[b, Co + o] likewise with Im, where mask is
+// P + bias > 0 of the same channel (the ReLU's derivative).
+//   dy: (B, Co, H, W) T; p: (B, 2Co, H, W/2+1) A; bias: (2Co,) T; gp: like p; planes = B * Co.
+//   ws as in hfsti_fu_spec.
+// clang-format off
+template <class T>
+__global__ void hfsti_fu_spec_bwd(const T* __restrict__ dy, const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ bias, hfsti::acc_t<T>* __restrict__ gp, int Co, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+  // clang-format on
+  using A = hfsti::acc_t<T>;
+  HFSTI_DYNAMIC_SHARED(double, smem);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
+  const int Wh = W / 2 + 1, n = H * Wh;
+  for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
+    const T* g = dy + (long long)pl * H * W;
+    hfsti::fft::rfft2<A>(H, W, [&](int h, int wi) { return (A)hfsti::to_float(g[h * W + wi]); },
+                         w.buf[0], w.buf[1], w.twW, w.twH);
+    const int b = pl / Co, o = pl - b * Co;
+    const long long re = ((long long)b * 2 * Co + o) * n, im = re + (long long)Co * n;
+    const A br = (A)hfsti::to_float(bias[o]), bi = (A)hfsti::to_float(bias[Co + o]);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const A cw = hfsti::fft::interior(i % Wh, W) ? A(2) : A(1);
+      gp[re + i] = p[re + i] + br > A(0) ? cw * w.buf[0][i].re : A(0);
+      gp[im + i] = p[im + i] + bi > A(0) ? cw * w.buf[0][i].im : A(0);
+    }
+    __syncthreads();
+  }
+}
+
+// dx[b, c] = irfft2_strict((gZ[b, c] + i gZ[b, C + c]) / c').
+//   gz: (B, 2C, H, W/2+1) A; dx: (B, C, H, W) T; planes = B * C. ws as in hfsti_fu_spec.
+// clang-format off
+template <class T>
+__global__ void hfsti_fu_out_bwd(const hfsti::acc_t<T>* __restrict__ gz, T* __restrict__ dx, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+  // clang-format on
+  using A = hfsti::acc_t<T>;
+  HFSTI_DYNAMIC_SHARED(double, smem);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
+  const int Wh = W / 2 + 1, n = H * Wh;
+  for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
+    const int b = pl / C, c = pl - b * C;
+    const A* gr = gz + ((long long)b * 2 * C + c) * n;
+    const A* gi = gr + (long long)C * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const A cw = hfsti::fft::interior(i % Wh, W) ? A(0.5) : A(1);
+      w.buf[0][i] = {cw * gr[i], cw * gi[i]};
+    }
+    __syncthreads();
+    T* out = dx + (long long)pl * H * W;
+    hfsti::fft::irfft2<A>(H, W, w.buf[0], w.buf[1], w.twW, w.twH, [&](int h, int wi, A v) {
+      out[h * W + wi] = hfsti::from_float<T>(v);
+    });
+  }
+}
+
+#include "hfsti/kernel_table.h"
+HFSTI_REGISTER_KERNEL(hfsti_fu_spec<double>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_spec<float>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_spec<hfsti::half_t>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_spec<hfsti::bf16_t>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_out<double>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_out<float>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_out<hfsti::half_t>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_out<hfsti::bf16_t>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_spec_bwd<double>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_spec_bwd<float>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_spec_bwd<hfsti::half_t>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_spec_bwd<hfsti::bf16_t>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_out_bwd<double>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_out_bwd<float>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_out_bwd<hfsti::half_t>);
+HFSTI_REGISTER_KERNEL(hfsti_fu_out_bwd<hfsti::bf16_t>);
