@@ -261,10 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train on SUN-SEG-layout roots (torchrun for multi-GPU)",
-        description="Train, or resume the run in --out: rerun the same command. On resume only "
-        "--steps, --workers, --save-every, --log-every, --backbone and --backend may differ. "
-        "Ctrl-C / SIGTERM saves at the current step and exits 130 / 143; a non-finite loss or "
-        "gradient stops with an error, keeping the last good checkpoint.",
+        description="Train, or resume the run in --out: rerun the same command (without "
+        "--restart). On resume only --steps, --workers, --save-every, --log-every and --backend "
+        "may differ; --backbone and --init-from may be left out. --data omitted trains on "
+        "synthetic clips. Ctrl-C / SIGTERM saves at the current step and exits 130 / 143; a "
+        "non-finite loss or gradient stops with an error, keeping the last good checkpoint.",
     )
     p.add_argument("--data", nargs="*", help="SUN-SEG-layout roots; omitted: synthetic clips")
     p.add_argument("--cases", nargs="*", help="train on these cases only (e.g. seq01 seq02)")

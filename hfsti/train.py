@@ -9,14 +9,41 @@ Resume is exact: the data order of an epoch is a function of (seed, epoch), each
 augmentation a function of (seed, epoch, index), and the optimizer, scheduler, gradient scaler
 and RNG states are saved with every checkpoint, so stopping at step k and resuming gives the
 same weights as never stopping (bitwise on CPU).
+
+The run folder ``out`` never loses work or good weights:
+
+- Resume: rerun the same command. ``last.safetensors`` (weights) and ``last_state.pt``
+  (optimizer, scheduler, scaler, RNG) must both be there and come from the same step, else the
+  run refuses, naming the files; ``restart`` (``--restart``) starts over in the folder (its
+  checkpoint is replaced at the first save) and ``init_from`` (``--init-from FILE``) starts a
+  run from a checkpoint's weights with a fresh optimizer. Only ``--steps``, ``--workers``,
+  ``--save-every``, ``--log-every`` and the model's ``backend`` may differ from the stored
+  settings (``--backbone`` and ``--init-from``, which only initialise, may also be omitted); any
+  other difference is an error naming the options. ``log.csv`` is cut back to the resumed step.
+- The state file holds only tensors and plain containers and is read with
+  ``torch.load(weights_only=True)``: a file carrying other pickled objects is refused, so no
+  code from a run folder is ever executed.
+- A non-finite loss, or non-finite gradients, stop the run with ``TrainingDiverged`` naming
+  the step, before the optimizer step; weights (and buffers) are checked before every save,
+  so a checkpoint never holds non-finite values and the last good one survives. Under fp16
+  the GradScaler's skipped steps (non-finite *scaled* gradients) are normal and go on; the run
+  stops only when a step is skipped at a loss scale <= 1, i.e. the unscaled gradients overflow
+  too. A non-finite loss stops under every precision: the scale acts on the backward only.
+- SIGINT / SIGTERM: the current step finishes, the checkpoint is saved at that step and
+  ``TrainingInterrupted`` is raised (the CLI prints one line and exits 128 + the signal).
+- One run per folder: ``out/train.lock`` (created with ``O_EXCL``, holding pid and host); a
+  lock whose process is dead is stale and taken over.
+- ``data`` empty trains on synthetic clips; an empty root name is an error. Every frame and
+  mask is checked before the first step (``scan_images``); a bad file is an error naming it.
+- Every file is written to a temporary name and renamed.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +54,43 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from hfsti.checkpoint import load_checkpoint, save_checkpoint
+from hfsti.checkpoint import (
+    atomic_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from hfsti.data import SUNSEGClips, SyntheticClips
 from hfsti.data.augment import ClipAugment
 from hfsti.losses import HybridLoss
 from hfsti.model import HFSTIConfig, HFSTINet
 from hfsti.model.pvt_v2 import load_pvt_v2_weights
+from hfsti.train_guards import (
+    RunLock,
+    StopSignals,
+    TrainLog,
+    first_line,
+    ignore_stop_signals,
+    scan_images,
+)
+from hfsti.train_state import (
+    TrainingDiverged,
+    check_finite,
+    check_model_config,
+    last_good,
+    metadata,
+    restore,
+    resumable,
+    save,
+    write_or_fail,
+)
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after saving it; ``signum`` is the signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 @dataclass
@@ -59,13 +117,31 @@ class TrainConfig:
     log_every: int = 10
     backbone: str | None = None  # PVTv2-b2 ImageNet weights (official or timm naming)
     synthetic_clips: int = 64
+    init_from: str | None = None  # start from this HFSTI-Net checkpoint's weights (step 0)
+    restart: bool = False  # start over in ``out`` even if it holds a checkpoint
 
     def __post_init__(self) -> None:
+        if not str(self.out).strip():
+            raise ValueError("out: expected a folder, got an empty name")
+        if isinstance(self.data, (str, Path)):
+            self.data = [str(self.data)]
+        if any(not str(root).strip() for root in self.data):
+            raise ValueError(
+                f"data: empty dataset root in {list(self.data)}; give SUN-SEG-layout folders, "
+                "or no data at all to train on synthetic clips"
+            )
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ValueError(f"amp: expected auto, bf16, fp16 or off, got {self.amp!r}")
         for name in ("clip_len", "size", "batch_size", "steps", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        for name in ("lr", "grad_clip"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name}: expected a finite number > 0, got {getattr(self, name)}")
+        if self.warmup < 0 or self.workers < 0:
+            raise ValueError(
+                f"warmup and workers: expected >= 0, got {self.warmup}, {self.workers}"
+            )
 
 
 class AugmentedClips(Dataset):
@@ -126,20 +202,39 @@ def build_dataset(cfg: TrainConfig) -> Dataset:
 
 def train(cfg: TrainConfig, model_config: HFSTIConfig | None = None) -> Path:
     """Train (or resume, if ``cfg.out`` holds a checkpoint) to ``cfg.steps``; return the final
-    checkpoint's path. The model config is taken from the checkpoint when resuming."""
+    checkpoint's path. When resuming or starting from ``cfg.init_from`` the model config comes
+    from that checkpoint (``model_config``, if given, must agree with it, ``backend`` aside).
+
+    Raises ValueError (a one-line message naming the option or file) on bad settings, data or
+    run folder, ``TrainingDiverged`` (a ValueError) on non-finite values and
+    ``TrainingInterrupted`` after saving on SIGINT/SIGTERM; see the module docstring.
+    """
     rank, world = _distributed()
     device = _device(rank)
     out = Path(cfg.out)
-    last, state_path = out / "last.safetensors", out / "last_state.pt"
-    resuming = last.is_file() and state_path.is_file()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} is a file, expected a folder for the run")
+    if rank == 0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"out: cannot create {out} ({err.strerror or err})") from None
+    with RunLock(out, enabled=rank == 0), StopSignals() as stop:
+        return _run(cfg, model_config, rank, world, device, out, stop)
 
+
+def _run(cfg, model_config, rank, world, device, out, stop) -> Path:
+    last, state_path = out / "last.safetensors", out / "last_state.pt"
+    if cfg.backbone and not Path(cfg.backbone).is_file():
+        raise FileNotFoundError(f"backbone: no such file {cfg.backbone}")
     torch.manual_seed(cfg.seed)
-    if resuming:
-        model = load_checkpoint(last)
+    resume = None if cfg.restart else resumable(cfg, model_config, out, last, state_path)
+    if resume is not None:
+        model, state = resume
     else:
-        model = HFSTINet(model_config or HFSTIConfig())
-        if cfg.backbone:
-            load_pvt_v2_weights(model.backbone, cfg.backbone)
+        model, state = _fresh_model(cfg, model_config), None
+        if rank == 0:  # the old weights stay until the first save replaces them
+            state_path.unlink(missing_ok=True)
     model.to(device).train()
     criterion = HybridLoss(cfg.lambda_spec, ops=model.rmp.ops)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -147,16 +242,15 @@ def train(cfg: TrainConfig, model_config: HFSTIConfig | None = None) -> Path:
     amp_dtype = _amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     step = 0
-    if resuming:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        step = state["step"]
+    if state is not None:
+        step = restore(state, state_path, optimizer, scheduler, scaler)
+    saved = step if state is not None else None
     net = DistributedDataParallel(model) if world > 1 else model
 
-    data = AugmentedClips(build_dataset(cfg), ClipAugment() if cfg.augment else None, cfg.seed)
+    clips = build_dataset(cfg)
+    if rank == 0 and isinstance(clips, SUNSEGClips):
+        scan_images(dict.fromkeys(pair for _, pairs in clips.clips for pair in pairs))
+    data = AugmentedClips(clips, ClipAugment() if cfg.augment else None, cfg.seed)
     sampler = DistributedSampler(
         data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
@@ -167,97 +261,119 @@ def train(cfg: TrainConfig, model_config: HFSTIConfig | None = None) -> Path:
             f"gets only {len(sampler)} clips per epoch"
         )
 
-    log = _Log(out / "log.csv", enabled=rank == 0, append=resuming)
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=rank != 0)
-    tick = time.perf_counter()
-    while step < cfg.steps:
-        epoch, skip = divmod(step, per_epoch)
-        sampler.set_epoch(epoch)
-        data.epoch = epoch
-        order = list(sampler)[skip * cfg.batch_size : per_epoch * cfg.batch_size]
-        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        loader = DataLoader(data, batch_sampler=batches, num_workers=cfg.workers)
-        for batch in loader:
-            frames = batch["frames"].to(device, non_blocking=True)
-            masks = batch["masks"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = net(frames)
-            loss = criterion(logits.float(), masks)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            bar.update()
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                mean_loss = loss.detach()
-                if world > 1:  # every rank reaches this step: log the loss over all ranks
-                    dist.all_reduce(mean_loss)
-                    mean_loss = mean_loss / world
-                lr, seconds = scheduler.get_last_lr()[0], time.perf_counter() - tick
-                log.write(step, epoch, mean_loss.item(), lr, grad_norm.item(), seconds)
-                bar.set_postfix(loss=f"{mean_loss.item():.4f}", lr=f"{lr:.2e}")
-            if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
-                _save(model, optimizer, scheduler, scaler, step, cfg, last, state_path)
-            if step >= cfg.steps:
-                break
-    bar.close()
+    log = TrainLog(out / "log.csv", enabled=rank == 0, resume_step=saved)
+    with tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=rank != 0) as bar:
+        tick = time.perf_counter()
+        while step < cfg.steps:
+            epoch, skip = divmod(step, per_epoch)
+            sampler.set_epoch(epoch)
+            data.epoch = epoch
+            order = list(sampler)[skip * cfg.batch_size : per_epoch * cfg.batch_size]
+            batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+            loader = DataLoader(
+                data,
+                batch_sampler=batches,
+                num_workers=cfg.workers,
+                worker_init_fn=ignore_stop_signals,
+            )
+            for batch in loader:
+                frames = batch["frames"].to(device, non_blocking=True)
+                masks = batch["masks"].to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = net(frames)
+                loss = criterion(logits.float(), masks)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                # One sync a step (one all-reduce under DDP, so every rank decides alike).
+                flags = torch.stack(
+                    [
+                        ~torch.isfinite(loss.detach()),
+                        ~torch.isfinite(grad_norm),
+                        torch.tensor(stop.signum is not None, device=grad_norm.device),
+                    ]
+                ).float()
+                if world > 1:
+                    dist.all_reduce(flags)
+                loss_bad, grad_bad, stopping = (flags > 0).tolist()
+                problem = _nonfinite(loss_bad, grad_bad, loss, grad_norm, scaler)
+                if problem:
+                    raise TrainingDiverged(
+                        f"step {step + 1}: {problem}; stopped before the optimizer step, "
+                        + last_good(last, saved)
+                        + f"; try a lower lr (now {cfg.lr:g}) or check the data"
+                    )
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                bar.update()
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    mean_loss = loss.detach()
+                    if world > 1:  # every rank reaches this step: log the loss over all ranks
+                        dist.all_reduce(mean_loss)
+                        mean_loss = mean_loss / world
+                    lr, seconds = scheduler.get_last_lr()[0], time.perf_counter() - tick
+                    log.write(step, epoch, mean_loss.item(), lr, grad_norm.item(), seconds)
+                    bar.set_postfix(loss=f"{mean_loss.item():.4f}", lr=f"{lr:.2e}")
+                if step % cfg.save_every == 0 or step == cfg.steps or (stopping and step != saved):
+                    if rank == 0:
+                        parts = (model, optimizer, scheduler, scaler)
+                        save(*parts, step, cfg, last, state_path, saved)
+                    saved = step
+                if stopping and step < cfg.steps:
+                    signum = stop.signum or signal.SIGTERM
+                    raise TrainingInterrupted(
+                        f"stopped by {signal.Signals(signum).name} at step {step}: saved {last}; "
+                        "to resume, rerun the same command"
+                        + (" without --restart" if cfg.restart else ""),
+                        signum,
+                    )
+                if step >= cfg.steps:
+                    break
+    final = out / "model.safetensors"
     if rank == 0:
-        final = out / "model.safetensors"
-        save_checkpoint(model, final, metadata={"step": step, "train": _describe(cfg)})
-        log.plot(out / "loss.png")
+        check_finite(model, step, last, saved)
+        write_or_fail(final, lambda: save_checkpoint(model, final, metadata(step, cfg)))
+        with atomic_path(out / "loss.png") as tmp:
+            plot_log(log.path, tmp)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return out / "model.safetensors"
+    return final
 
 
-def _describe(cfg: TrainConfig) -> str:
-    return repr(dataclasses.asdict(cfg))
+def _fresh_model(cfg: TrainConfig, model_config: HFSTIConfig | None) -> HFSTINet:
+    """A new model: random (the backbone from ``cfg.backbone`` if given) or ``cfg.init_from``."""
+    if cfg.init_from:
+        model = load_checkpoint(cfg.init_from)
+        if model_config is not None:
+            check_model_config(model.config, model_config, f"init_from: {cfg.init_from}")
+            model.set_backend(model_config.backend)
+        return model
+    model = HFSTINet(model_config or HFSTIConfig())
+    if cfg.backbone:
+        try:
+            load_pvt_v2_weights(model.backbone, cfg.backbone)
+        except Exception as err:  # torch.load and safetensors raise many types for junk
+            raise ValueError(
+                f"backbone: {cfg.backbone} is not a PVTv2-b2 weights file ({first_line(err)})"
+            ) from None
+    return model
 
 
-def _save(model, optimizer, scheduler, scaler, step, cfg, last, state_path) -> None:
-    """Weights (safetensors, config included) and the resumable training state; both are
-    written to temporary names first so a crash never leaves a torn checkpoint."""
-    tmp_model, tmp_state = last.with_suffix(".tmp"), state_path.with_suffix(".tmp")
-    save_checkpoint(model, tmp_model, metadata={"step": step, "train": _describe(cfg)})
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "step": step,
-        },
-        tmp_state,
-    )
-    tmp_model.replace(last)
-    tmp_state.replace(state_path)
-
-
-class _Log:
-    """CSV of (step, epoch, loss, lr, grad_norm, seconds) and its plotted curve."""
-
-    FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "seconds")
-
-    def __init__(self, path: Path, enabled: bool, append: bool) -> None:
-        self.path, self.enabled = path, enabled
-        if enabled:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not (append and path.is_file()):
-                with path.open("w", newline="") as f:
-                    csv.writer(f).writerow(self.FIELDS)
-
-    def write(self, *row) -> None:
-        if self.enabled:
-            with self.path.open("a", newline="") as f:
-                csv.writer(f).writerow(row)
-
-    def plot(self, path: Path) -> None:
-        plot_log(self.path, path)
+def _nonfinite(loss_bad, grad_bad, loss, grad_norm, scaler) -> str | None:
+    """Why a step must not be taken, or None. Non-finite fp16 *scaled* gradients are the
+    GradScaler's business (it skips the step and lowers the scale) until the scale is <= 1,
+    where the unscaled gradients themselves overflow."""
+    if loss_bad:
+        return f"non-finite loss ({loss.item()})"
+    if grad_bad and not scaler.is_enabled():
+        return f"non-finite gradients (norm {grad_norm.item()})"
+    if grad_bad and scaler.get_scale() <= 1.0:
+        return f"non-finite gradients even at fp16 loss scale {scaler.get_scale():g}"
+    return None
 
 
 def plot_log(csv_path: Path, png_path: Path) -> None:
@@ -279,5 +395,5 @@ def plot_log(csv_path: Path, png_path: Path) -> None:
     lr_ax.set_ylabel("learning rate")
     fig.legend(loc="upper right")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
+    fig.savefig(png_path, dpi=120, format="png")
     plt.close(fig)

@@ -64,3 +64,54 @@ def test_backbone_weights_load_into_the_model(tmp_path):
     load_pvt_v2_weights(target.backbone, path)
     for key, value in source.backbone.state_dict().items():
         torch.testing.assert_close(target.backbone.state_dict()[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "config, problem",
+    [
+        ("{not json", "invalid model config: Expecting property name"),
+        ('{"channels": -1}', "invalid model config: channels: expected a positive integer"),
+        ('{"colour": 3}', r"invalid model config: config: unknown keys \['colour'\]"),
+        ("[8, 2]", "invalid model config: expected a JSON object, got list"),
+    ],
+)
+def test_a_bad_stored_config_names_the_file(trained, tmp_path, config, problem):
+    _, path = trained
+    bad = tmp_path / "bad-config.safetensors"
+    save_file(load_file(str(path)), str(bad), metadata={**read_metadata(path), "config": config})
+    with pytest.raises(ValueError, match=f"weights: {bad} has an {problem}"):
+        load_checkpoint(bad)
+
+
+def test_a_truncated_checkpoint_names_the_file(trained, tmp_path):
+    _, path = trained
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=f"weights: .*{cut.name}"):
+        load_checkpoint(cut)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_map_location_cuda_without_cuda_is_named(trained):
+    _, path = trained
+    with pytest.raises(ValueError, match="map_location: cuda requested but CUDA is not available"):
+        load_checkpoint(path, map_location="cuda")
+    with pytest.raises(ValueError, match="map_location: not a device: 'gpu'"):
+        load_checkpoint(path, map_location="gpu")
+
+
+def test_saving_is_atomic(trained, tmp_path, monkeypatch):
+    model, path = trained
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(path.read_bytes())
+
+    def disk_full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("hfsti.checkpoint.save_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(model, target)
+    assert target.read_bytes() == path.read_bytes()  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary left
