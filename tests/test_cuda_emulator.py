@@ -4,7 +4,8 @@ The test kernels (csrc/tests/emu_kernels.cu) are built with g++ -DHFSTI_CUDA_EMU
 shared object driven through ctypes; every expectation here is computed independently in
 Python from the CUDA programming guide's wording (warp shuffles, votes), or is a launch that a
 GPU would refuse. ThreadSanitizer builds of csrc/tests/emu_race.cu show that correct kernels run
-race-free and that a missing barrier is reported. The same sources are compiled by nvcc for
+race-free and that a missing barrier is reported; an AddressSanitizer build catches a read past
+the block's shared memory. The same sources are compiled by nvcc for
 sm_90 to prove the headers are valid CUDA.
 """
 
@@ -48,6 +49,7 @@ _SIGNATURES = {
     "hfsti_test_run_divergent": (_C.c_int, _C.c_int, _P),
     "hfsti_test_run_block_votes": (_P, _P, _C.c_int, _C.c_int),
     "hfsti_test_run_library": (_P,),
+    "hfsti_test_run_misuse": (_C.c_int, _P),
     "hfsti_test_run_narrow": (_C.c_int, _P, _P, _C.c_int),
     "hfsti_test_run_widen": (_C.c_int, _P, _P, _C.c_int),
 }
@@ -328,6 +330,14 @@ def test_emulator_usable_after_failure(emu):
     test_block_reduction(emu, (2, 1), (64, 1))
 
 
+def test_misuse_is_refused(emu):
+    out = np.zeros(4, dtype=np.int32)
+    with pytest.raises(RuntimeError, match=r"__syncthreads\(\) called outside a kernel launch"):
+        emu.call("hfsti_test_run_misuse", 0, out)
+    with pytest.raises(RuntimeError, match="hfsti_test_noop: launched from inside a kernel"):
+        emu.call("hfsti_test_run_misuse", 1, out)
+
+
 def test_forked_child_can_launch(emu):
     """A fork (DataLoader worker) inherits no pool threads; the child must start its own."""
     test_block_reduction(emu, (2, 1), (64, 1))  # the parent's pool exists now
@@ -434,6 +444,23 @@ def test_tsan_reports_a_missing_barrier(tsan_programs):
     assert "WARNING: ThreadSanitizer: data race" in r.stderr
     assert "hfsti_test_stencil" in r.stderr
     assert r.returncode == 66
+
+
+def test_asan_reports_shared_memory_overflow():
+    flags = ("-O1", "-g", "-fsanitize=address", *EMU, "-DHFSTI_TEST_SMEM_OVERFLOW")
+    try:
+        exe = _hostbuild.build(
+            "emu_race_asan", [RACE], kind="executable", include_dirs=[INCLUDE], flags=flags
+        )
+    except _hostbuild.HostBuildError as e:
+        if "asan" in e.log.lower() and "cannot find" in e.log.lower():
+            pytest.skip("the compiler has no AddressSanitizer runtime")
+        raise
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0"}
+    r = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=300)
+    assert "ERROR: AddressSanitizer: heap-buffer-overflow" in r.stderr, r.stderr[-2000:]
+    assert "hfsti_test_stencil" in r.stderr
+    assert r.returncode != 0
 
 
 # ---- the same sources are valid CUDA

@@ -296,6 +296,27 @@ int hfsti_test_run_library(float* out, char* err, int err_len) {
                  [&] { HFSTI_LAUNCH(hfsti_test_library, dim3(1), dim3(32), 0, nullptr, out); });
 }
 
+// Misuse the emulator must refuse: mode 0 calls __syncthreads() from host code, mode 1 launches a
+// kernel from inside a kernel (dynamic parallelism).
+#if defined(HFSTI_CUDA_EMULATE)
+__global__ void hfsti_test_nested(int* __restrict__ out) {
+  HFSTI_LAUNCH(hfsti_test_noop, dim3(1), dim3(1), 0, nullptr, out);
+}
+#endif
+int hfsti_test_run_misuse(int mode, int* out, char* err, int err_len) {
+  return guarded(err, err_len, [&] {
+#if defined(HFSTI_CUDA_EMULATE)
+    if (mode == 0)
+      __syncthreads();
+    else
+      HFSTI_LAUNCH(hfsti_test_nested, dim3(1), dim3(1), 0, nullptr, out);
+#else
+    (void)mode;
+    (void)out;
+#endif
+  });
+}
+
 // kind: 0 half, 1 bf16; the 16-bit values travel as uint16 bits.
 int hfsti_test_run_narrow(int kind, const float* in, unsigned short* out, int n, char* err,
                           int err_len) {

@@ -5,7 +5,10 @@
 // separated by __syncthreads(), plus a shuffle/ballot reduction, and checks the results. Built as
 // is, TSan must report nothing (the emulator's barriers, warp exchange and thread pool create the
 // happens-before edges a GPU guarantees). With -DHFSTI_TEST_DROP_BARRIER one barrier is left out,
-// a real write-after-read race on shared memory, which TSan must report. Also compiled by nvcc.
+// a real write-after-read race on shared memory, which TSan must report. Built with
+// -fsanitize=address -DHFSTI_TEST_SMEM_OVERFLOW, the last thread reads one element past the
+// dynamic shared memory, which AddressSanitizer must report (each block's shared memory is its
+// own exactly sized allocation). Also compiled by nvcc.
 #include "hfsti/runtime.h"
 
 #if HFSTI_HOST_CODE
@@ -19,7 +22,11 @@ __global__ void hfsti_test_stencil(const float* __restrict__ x, float* __restric
   const int t = threadIdx.x, n = blockDim.x, base = blockIdx.x * n;
   s[t] = x[base + t];
   __syncthreads();
+#ifdef HFSTI_TEST_SMEM_OVERFLOW
+  const float v = s[t + 1];
+#else
   const float v = s[(t + 1) % n];
+#endif
 #ifndef HFSTI_TEST_DROP_BARRIER
   __syncthreads();  // without it thread t overwrites s[t] while thread t - 1 may still read it
 #endif

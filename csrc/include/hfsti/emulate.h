@@ -374,6 +374,13 @@ struct ThreadCtx {
 };
 inline thread_local ThreadCtx ctx;
 
+// The calling thread's block; device intrinsics called from plain host code get a clear error.
+inline Block& current_block(const char* what) {
+  if (ctx.block == nullptr)
+    throw LaunchError(std::string(what) + " called outside a kernel launch (host code)");
+  return *ctx.block;
+}
+
 inline std::string thread_name() {
   return "thread (" + std::to_string(threadIdx.x) + "," + std::to_string(threadIdx.y) + "," +
          std::to_string(threadIdx.z) + ")";
@@ -381,7 +388,7 @@ inline std::string thread_name() {
 
 // Returns the phase's vote on `pred` (for __syncthreads_count/_and/_or).
 inline PhaseVote syncthreads(const std::source_location& loc, int pred = 0) {
-  Block& b = *ctx.block;
+  Block& b = current_block("__syncthreads()");
   std::unique_lock<SpinLock> lk(b.m);
   if (b.aborted.load()) throw Aborted{};
   if (b.arrived == 0) {
@@ -435,7 +442,7 @@ inline void thread_exit() {
 // that exist and have not exited, and returns every participant's value.
 inline Exchange warp_exchange(WarpOp op, std::uint32_t mask, std::uint64_t value,
                               const std::source_location& loc) {
-  Block& b = *ctx.block;
+  Block& b = current_block(warp_op_name(op));
   Warp& w = *ctx.warp;
   const std::uint32_t me = 1u << ctx.lane;
   std::unique_lock<SpinLock> lk(w.m);
@@ -581,7 +588,7 @@ inline void check_smem(Block& b) {  // with b.smem_m held
 }
 
 inline void* static_shared(const void* key, std::size_t bytes) {
-  Block& b = *ctx.block;
+  Block& b = current_block("HFSTI_SHARED");
   std::lock_guard<std::mutex> g(b.smem_m);
   for (auto& s : b.statics)
     if (s.key == key) return s.data.get();
@@ -593,7 +600,7 @@ inline void* static_shared(const void* key, std::size_t bytes) {
   return b.statics.back().data.get();
 }
 
-inline void* dynamic_shared() { return ctx.block->dyn; }
+inline void* dynamic_shared() { return current_block("HFSTI_DYNAMIC_SHARED").dyn; }
 
 // ---- kernel opt-in attributes
 struct OptIn {
@@ -661,6 +668,7 @@ struct Pool {
       b.fail(std::string(b.kernel) + ": " + thread_name() + " threw a non-std exception");
     }
     thread_exit();
+    ctx = ThreadCtx{};
   }
 
   void grow(unsigned n) {
@@ -739,6 +747,9 @@ struct KernelJob final : Job {
 
 inline void run_launch(const char* name, const void* key, Job& job, dim3 grid, dim3 block,
                        std::size_t smem) {
+  if (ctx.block != nullptr)
+    throw LaunchError(std::string(name) + ": launched from inside a kernel (dynamic parallelism "
+                      "is not emulated)");
   const std::size_t optin = optin_bytes(key);
   check_config(name, grid, block, smem, optin);
   std::lock_guard<std::mutex> g(launch_m);
@@ -879,6 +890,7 @@ inline int __all_sync(unsigned mask, int pred,
   return yes == part;
 }
 inline unsigned __activemask() {
+  hfsti::emu::current_block("__activemask()");
   hfsti::emu::Warp& w = *hfsti::emu::ctx.warp;
   std::lock_guard<hfsti::emu::SpinLock> g(w.m);
   return w.present & ~w.exited;
