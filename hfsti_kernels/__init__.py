@@ -6,6 +6,9 @@ reference elsewhere; the default, or the ``HFSTI_BACKEND`` environment variable)
 ``HFSTIConfig(backend="auto")`` builds one switched.
 """
 
+# hfsti_kernels.cuda registers the "cuda" implementations; it never fails to import (a broken op
+# module is reported by a warning and falls back to Triton, see hfsti_kernels/cuda/__init__.py).
+import hfsti_kernels.cuda  # noqa: F401
 from hfsti.ops import register_backend
 from hfsti_kernels._backend import BACKENDS
 from hfsti_kernels.accelerate import AcceleratedSegmenter, accelerate
