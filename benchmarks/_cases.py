@@ -6,6 +6,7 @@ and drawn from a fixed seed, so every provider of a case sees the same data.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +18,15 @@ LOSS_OPS = ("structure_loss", "spectral_correlation_loss")
 OPS = (*FFT_OPS, "memory_attention", *LOSS_OPS)
 MODES = ("fwd_bwd", "fwd")
 PROVIDERS = {
-    **dict.fromkeys(FFT_OPS, ("triton", "eager", "compile", "cupy")),
-    "memory_attention": ("triton", "eager", "compile", "sdpa_mem_efficient", "flex_attention"),
+    **dict.fromkeys(FFT_OPS, ("triton", "cuda", "eager", "compile", "cupy")),
+    "memory_attention": (
+        "triton",
+        "cuda",
+        "eager",
+        "compile",
+        "sdpa_mem_efficient",
+        "flex_attention",
+    ),
     "structure_loss": ("triton", "eager", "compile"),
     "spectral_correlation_loss": ("triton", "eager", "compile", "cupy"),
 }
@@ -100,14 +108,17 @@ def inputs(case: Case, device: torch.device) -> tuple[list[torch.Tensor], list[t
     return args, diff
 
 
-def _dft_flops(H: int, W: int) -> int:
-    """One real 2-D transform (or its inverse) of an H x W plane as dense DFT products."""
-    wh = W // 2 + 1
-    return 4 * H * W * wh + 8 * H * H * wh  # x @ G_W (real x complex), then F_H @ (complex)
+def _fft_flops(H: int, W: int) -> float:
+    """One real 2-D transform (or its inverse) of an H x W plane, counted as FFTs: 5 N log2 N
+    for a complex transform of N points, half that for a real one (W-point real transforms of
+    the H rows, then H-point complex transforms of the W // 2 + 1 columns). The op's own count,
+    not a particular algorithm's: a dense-DFT kernel does more work than this."""
+    return 2.5 * H * W * math.log2(W) + 5 * (W // 2 + 1) * H * math.log2(H)
 
 
-def flops(case: Case) -> int:
-    """Useful FLOPs of the op as computed by dense-DFT / attention kernels (0: pointwise only)."""
+def flops(case: Case) -> float:
+    """Useful FLOPs of the op: transforms as FFTs, attention as FlashAttention counts it, the
+    channel mix and the depthwise conv as products (0: pointwise only)."""
     bwd = case.mode == "fwd_bwd"
     if case.op == "memory_attention":
         B, h, nq, nk, d = case.dims
@@ -116,9 +127,9 @@ def flops(case: Case) -> int:
         return 0
     if case.op == "spectral_correlation_loss":
         B, H, W = case.dims
-        return (3 if bwd else 2) * B * _dft_flops(H, W)  # P, G; then P's adjoint
+        return (3 if bwd else 2) * B * _fft_flops(H, W)  # P, G; then P's adjoint
     B, C, H, W = case.dims
-    t = B * C * _dft_flops(H, W)
+    t = B * C * _fft_flops(H, W)
     if case.op == "fft_channel_attention":
         return (8 if bwd else 4) * t  # 3 transforms + 1 inverse; backward the same count
     mix = B * 2 * (2 * C) * (2 * C) * H * (W // 2 + 1)  # the 1x1 conv on the half spectrum

@@ -1,6 +1,9 @@
 """The implementations a case can time, each a function with the reference op's signature.
 
 - ``triton``: ``hfsti_kernels`` (ours), ``backend="triton"``.
+- ``cuda``: ``hfsti_kernels``, ``backend="cuda"`` (the csrc kernels, on the nvcc extension or
+  CuPy; under ``HFSTI_CUDA_EMULATE=1`` the host emulator on the CPU, for wiring only); skipped
+  where the op has no CUDA kernel of its own (the backend would run the Triton one).
 - ``eager``: ``hfsti.ops``, the reference; its transforms are ``torch.fft``, i.e. cuFFT on a
   GPU, so it is also the cuFFT peer.
 - ``compile``: ``torch.compile`` of the reference (static shapes, compiled afresh per case).
@@ -34,6 +37,20 @@ def _triton(case: Case, cfg: BenchConfig) -> Callable:
     import hfsti_kernels
 
     return functools.partial(getattr(hfsti_kernels, case.op), backend="triton")
+
+
+def _cuda(case: Case, cfg: BenchConfig) -> Callable:
+    import hfsti_kernels
+    from hfsti_kernels._registry import implementation
+    from hfsti_kernels.cuda import runtime
+
+    if implementation(case.op, "cuda") is implementation(case.op, "triton"):
+        pytest.skip(f"cuda: {case.op} has no CUDA kernel")
+    try:
+        runtime.require(torch.empty(0, device=cfg.device))
+    except ValueError as e:
+        pytest.skip(f"cuda: {e}")
+    return functools.partial(getattr(hfsti_kernels, case.op), backend="cuda")
 
 
 def _compile(case: Case, cfg: BenchConfig) -> Callable:
@@ -118,6 +135,7 @@ def _flex(case: Case, cfg: BenchConfig) -> Callable:
 
 _FACTORIES = {
     "triton": _triton,
+    "cuda": _cuda,
     "eager": lambda case, cfg: getattr(reference, case.op),
     "compile": _compile,
     "cupy": _cupy,

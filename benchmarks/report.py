@@ -55,7 +55,13 @@ def summarise(machine: dict, ops: list[dict], e2e: list[dict]) -> dict:
         "torch": machine.get("torch", "unknown"),
         "triton": machine.get("triton", "unknown"),
         "e2e": fps,
-        "ops": [{k: r[k] for k in (*KEY, "provider", "median_ms", "floor_ms")} for r in ops],
+        "ops": [
+            {
+                **{k: r[k] for k in (*KEY, "provider", "median_ms", "floor_ms")},
+                "floor_fraction": r["floor_ms"] / r["median_ms"],
+            }
+            for r in ops
+        ],
     }
 
 
@@ -90,15 +96,17 @@ def markdown(summary: dict, machine: dict, ops: list[dict], e2e: list[dict], tes
         f"configuration `{machine.get('bench_config', '?')}`.",
         f"Made by: `{machine.get('command') or '?'}`",
         "",
-        "Medians in ms (`triton.testing.do_bench`, L2 flushed per call). Speed-ups are of triton; "
-        "floor = max(min bytes / bandwidth, FLOPs / GEMM rate), fraction = floor / triton.",
+        "Medians in ms (`triton.testing.do_bench`, L2 flushed per call), each with its fraction "
+        "of the op's floor in brackets (floor / median; 1 = at the floor). Speed-ups are of "
+        "triton. floor = max(min bytes / bandwidth, FLOPs / GEMM rate), the FFT ops' transforms "
+        "counted as FFTs (5 N log2 N per complex transform).",
         "",
         "## Ops",
         "",
         "| op | shape | dtype | mode | "
         + " | ".join(providers)
-        + " | vs eager | vs best peer | floor ms | floor frac |",
-        "|" + " --- |" * (len(providers) + 8),
+        + " | vs eager | vs best peer | floor ms |",
+        "|" + " --- |" * (len(providers) + 7),
     ]
     for (op, shape, dtype, mode), by in _rows(ops).items():
         tri = by.get("triton", {}).get("median_ms")
@@ -106,12 +114,14 @@ def markdown(summary: dict, machine: dict, ops: list[dict], e2e: list[dict], tes
         best = min(peers, key=peers.get) if peers else None
         eager = peers.get("eager")
         floor = next(iter(by.values()))["floor_ms"]
-        cells = [_fmt(by[p]["median_ms"]) if p in by else "-" for p in providers]
+        cells = [
+            f"{_fmt(by[p]['median_ms'])} ({floor / by[p]['median_ms']:.2f})" if p in by else "-"
+            for p in providers
+        ]
         cells += [
             f"{eager / tri:.2f}x" if tri and eager else "-",
             f"{peers[best] / tri:.2f}x ({best})" if tri and best else "-",
             _fmt(floor),
-            f"{floor / tri:.2f}" if tri else "-",
         ]
         lines.append(f"| {op} | {shape} | {dtype} | {mode} | " + " | ".join(cells) + " |")
     lines += ["", "## End to end", "", "| what | provider | batch | median ms | rate | peak MiB |",

@@ -31,8 +31,9 @@ def _floor(case, args, diff, outs, ceilings) -> dict:
         nbytes += sum(t.nbytes for t in (*outs, *diff))
     n_flops = _cases.flops(case)
     memory_ms = nbytes / ceilings["bandwidth_gbs"] / 1e6
-    # fp32 cases: the kernels' products run on TF32 tensor cores (3xTF32: three TF32 products
-    # per product, so the TF32 rate still bounds the time from below).
+    # The op's FLOPs (transforms counted as FFTs, _cases.flops) at the dtype's tensor-core GEMM
+    # rate (TF32 for fp32), the fastest this GPU computes: a lower bound for every provider,
+    # which leaves the FFT ops bound by the bytes they must move.
     rate = ceilings["gemm_tflops"]["tf32" if case.dtype == torch.float32 else case.dtype_name]
     compute_ms = n_flops / rate / 1e9
     return {

@@ -45,9 +45,11 @@ def test_regenerate(tmp_path) -> None:
     fps = {"stream_b1_fps": {"eager_fp32": 50.0}, "batch_fps": {"eager_fp32": 100.0}}
     assert summary["e2e"] == fps
     assert len(summary["ops"]) == 3
-    assert set(summary["ops"][0]) == {*key, "provider", "median_ms", "floor_ms"}
+    assert set(summary["ops"][0]) == {*key, "provider", "median_ms", "floor_ms", "floor_fraction"}
+    assert [round(r["floor_fraction"], 6) for r in summary["ops"]] == [0.1, 0.02, 0.033333]
     md = (tmp_path / "summary.md").read_text()
     assert "5.00x" in md and "3.00x (compile)" in md  # vs eager, vs the best peer
+    assert "0.1 (0.10)" in md and "0.5 (0.02)" in md  # every provider's fraction of the floor
     assert "FAILED `t::a`: boom" in md and "cmd" in md
     assert (tmp_path / "speedup.png").read_bytes()[:4] == b"\x89PNG"
 
