@@ -50,6 +50,7 @@ _SIGNATURES = {
     "hfsti_test_run_block_votes": (_P, _P, _C.c_int, _C.c_int),
     "hfsti_test_run_library": (_P,),
     "hfsti_test_run_misuse": (_C.c_int, _P),
+    "hfsti_test_run_smem_overrun": (_C.c_int, _C.c_int, _P),
     "hfsti_test_run_narrow": (_C.c_int, _P, _P, _C.c_int),
     "hfsti_test_run_widen": (_C.c_int, _P, _P, _C.c_int),
 }
@@ -251,6 +252,25 @@ def test_shared_memory_poisoned_every_block(emu):
     assert (s == 0xFFFFFFFF).all(), "static shared memory read before write is not poison"
     assert (d == 0xFFFFFFFF).all(), "dynamic shared memory read before write is not poison"
     assert nan.tolist() == [1] * blocks, "a double in static shared memory is not NaN poison"
+
+
+@pytest.mark.parametrize(
+    ("mode", "match"),
+    [
+        (0, r"block \(0,0,0\) wrote past the end of its dynamic shared memory \(160 B\)"),
+        (1, "wrote before the start of its dynamic shared memory"),
+        (2, r"wrote past the end of static shared array 'tile' \(128 B\)"),
+    ],
+)
+def test_shared_memory_overrun_fails(emu, mode, match):
+    with pytest.raises(RuntimeError, match="hfsti_test_smem_overrun: .*" + match):
+        emu.call("hfsti_test_run_smem_overrun", mode, 40, np.zeros(1, dtype=np.int32))
+
+
+def test_shared_memory_in_bounds_passes(emu):
+    out = np.zeros(1, dtype=np.int32)
+    emu.call("hfsti_test_run_smem_overrun", 3, 40, out)
+    assert out[0] == 31 + 39
 
 
 # ---- launch limits

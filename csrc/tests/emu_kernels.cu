@@ -95,6 +95,23 @@ __global__ void hfsti_test_smem_poison(unsigned* __restrict__ out_static,
   if (t == 0) sd[0] = 1.0;
 }
 
+// Writes outside shared arrays: mode 0 one past the dynamic memory (n ints), mode 1 one before
+// it, mode 2 one past the static array `tile`, mode 3 only inside (must pass).
+__global__ void hfsti_test_smem_overrun(int mode, int n, int* __restrict__ out) {
+  HFSTI_SHARED(int, tile, 32);
+  HFSTI_DYNAMIC_SHARED(int, d);
+  const int t = threadIdx.x;
+  if (t < 32) tile[t] = t;
+  if (t < n) d[t] = t;
+  if (t == 0) {
+    if (mode == 0) d[n] = 1;
+    if (mode == 1) d[-1] = 1;
+    if (mode == 2) tile[32 + (n - n)] = 1;
+  }
+  __syncthreads();
+  if (t == 0) out[0] = tile[31] + d[n - 1];
+}
+
 // A kernel with 40 KB of static shared memory, to check static + dynamic accounting.
 __global__ void hfsti_test_static_40k(float* __restrict__ out) {
   HFSTI_SHARED(float, s, 10240);
@@ -314,6 +331,13 @@ int hfsti_test_run_misuse(int mode, int* out, char* err, int err_len) {
     (void)mode;
     (void)out;
 #endif
+  });
+}
+
+int hfsti_test_run_smem_overrun(int mode, int n, int* out, char* err, int err_len) {
+  return guarded(err, err_len, [&] {
+    HFSTI_LAUNCH(hfsti_test_smem_overrun, dim3(2), dim3(64), n * sizeof(int), nullptr, mode, n,
+                 out);
   });
 }
 

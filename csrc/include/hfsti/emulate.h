@@ -27,7 +27,9 @@
 //   undefined on the GPU. Waits are timed like __syncthreads.
 // - Shared memory is per block: HFSTI_SHARED (static) and HFSTI_DYNAMIC_SHARED are allocated for
 //   each block and filled with 0xFF bytes (a NaN for float/double, -1 for ints) so a read before
-//   the block wrote the value shows up in results.
+//   the block wrote the value shows up in results. Guard zones (256 B of poison) around each
+//   array catch writes outside it when the block ends; reads there give poison. Under
+//   AddressSanitizer (-fsanitize=address) the arrays are exactly sized and ASan reports both.
 // - Launch limits of the GPU are enforced at launch or at first use: <= 1024 threads a block,
 //   block dims <= (1024, 1024, 64), grid y, z <= 65535 (x <= 2^31-1), static shared <= 48 KB,
 //   static + dynamic <= 48 KB unless the kernel opted in (hfsti::set_max_dynamic_smem), and the
@@ -308,10 +310,36 @@ struct PhaseVote {
   unsigned yes, threads;  // threads with a non-zero predicate, threads at the barrier
 };
 
+// One shared-memory allocation of a block: `bytes` of 0xFF poison between two guard zones that
+// must still hold the poison when the block ends, so a write outside the array fails the launch
+// (on the GPU it would corrupt another array or fault). Under AddressSanitizer the guards are
+// left out, so ASan sees the exact bounds.
 struct SmemBuf {
-  const void* key;
-  std::size_t bytes;
+#if defined(__SANITIZE_ADDRESS__)
+  static constexpr std::size_t kGuard = 0;
+#else
+  static constexpr std::size_t kGuard = 256;
+#endif
+  const void* key = nullptr;
+  const char* name = "";
+  std::size_t bytes = 0;
   std::unique_ptr<unsigned char[]> data;
+
+  SmemBuf() = default;
+  SmemBuf(const void* k, const char* n, std::size_t size)
+      : key(k), name(n), bytes(size), data(new unsigned char[size + 2 * kGuard + 1]) {
+    poison();
+  }
+  unsigned char* get() const { return data.get() + kGuard; }
+  void poison() { std::memset(data.get(), 0xFF, bytes + 2 * kGuard); }
+  // Which guard zone was written: "" when none.
+  const char* damaged() const {
+    for (std::size_t i = 0; i < kGuard; ++i) {
+      if (data[i] != 0xFF) return "before the start";
+      if (data[kGuard + bytes + i] != 0xFF) return "past the end";
+    }
+    return "";
+  }
 };
 
 struct Block {
@@ -332,7 +360,7 @@ struct Block {
   std::size_t static_bytes = 0;
   std::size_t dyn_bytes = 0;
   std::size_t smem_limit = kDefaultSmem;  // static + dynamic
-  unsigned char* dyn = nullptr;
+  SmemBuf dyn;
   // warps and failure
   std::vector<std::unique_ptr<Warp>> warps;
   std::atomic<bool> aborted{false};
@@ -369,7 +397,6 @@ struct Block {
 struct ThreadCtx {
   Block* block = nullptr;
   Warp* warp = nullptr;
-  unsigned linear = 0;
   unsigned lane = 0;
 };
 inline thread_local ThreadCtx ctx;
@@ -587,20 +614,31 @@ inline void check_smem(Block& b) {  // with b.smem_m held
                 (b.smem_limit == kDefaultSmem ? " (no opt-in: hfsti::set_max_dynamic_smem)" : ""));
 }
 
-inline void* static_shared(const void* key, std::size_t bytes) {
+inline void* static_shared(const void* key, std::size_t bytes, const char* name) {
   Block& b = current_block("HFSTI_SHARED");
   std::lock_guard<std::mutex> g(b.smem_m);
   for (auto& s : b.statics)
-    if (s.key == key) return s.data.get();
-  SmemBuf s{key, bytes, std::unique_ptr<unsigned char[]>(new unsigned char[bytes ? bytes : 1])};
-  std::memset(s.data.get(), 0xFF, bytes);
+    if (s.key == key) return s.get();
   b.static_bytes += bytes;
   check_smem(b);
-  b.statics.push_back(std::move(s));
-  return b.statics.back().data.get();
+  b.statics.emplace_back(key, name, bytes);
+  return b.statics.back().get();
 }
 
-inline void* dynamic_shared() { return current_block("HFSTI_DYNAMIC_SHARED").dyn; }
+inline void* dynamic_shared() { return current_block("HFSTI_DYNAMIC_SHARED").dyn.get(); }
+
+// After a block: the first shared-memory guard zone it wrote, as an error message ("" if none).
+inline std::string smem_overrun(const Block& b) {
+  auto msg = [&](const SmemBuf& s, const char* what, const char* where) {
+    return std::string(b.kernel) + ": " + b.block_name() + " wrote " + where + " of " + what +
+           " (" + std::to_string(s.bytes) + " B)";
+  };
+  if (*b.dyn.damaged()) return msg(b.dyn, "its dynamic shared memory", b.dyn.damaged());
+  for (const auto& s : b.statics)
+    if (*s.damaged())
+      return msg(s, ("static shared array '" + std::string(s.name) + "'").c_str(), s.damaged());
+  return "";
+}
 
 // ---- kernel opt-in attributes
 struct OptIn {
@@ -655,7 +693,6 @@ struct Pool {
     blockIdx = b.idx;
     threadIdx = uint3{i % blk.x, (i / blk.x) % blk.y, i / (blk.x * blk.y)};
     ctx.block = &b;
-    ctx.linear = i;
     ctx.lane = i % 32;
     ctx.warp = b.warps[i / 32].get();
     try {
@@ -762,8 +799,7 @@ inline void run_launch(const char* name, const void* key, Job& job, dim3 grid, d
   b.nthreads = n;
   b.dyn_bytes = smem;
   b.smem_limit = optin ? kMaxSmemOptin : kDefaultSmem;
-  std::unique_ptr<unsigned char[]> dyn(new unsigned char[smem ? smem : 1]);
-  b.dyn = dyn.get();
+  b.dyn = SmemBuf(nullptr, "", smem);
   for (unsigned w = 0; w < (n + 31) / 32; ++w) b.warps.push_back(std::make_unique<Warp>());
   p.job = &job;
   p.block = &b;
@@ -777,7 +813,7 @@ inline void run_launch(const char* name, const void* key, Job& job, dim3 grid, d
         b.arrived = b.count = 0;
         b.statics.clear();
         b.static_bytes = 0;
-        std::memset(b.dyn, 0xFF, smem);
+        b.dyn.poison();
         for (unsigned w = 0; w < b.warps.size(); ++w) {
           const unsigned lanes = std::min(32u, n - 32 * w);
           b.warps[w]->reset(lanes == 32 ? 0xFFFFFFFFu : ((1u << lanes) - 1));
@@ -787,6 +823,8 @@ inline void run_launch(const char* name, const void* key, Job& job, dim3 grid, d
         for (unsigned i = 0; i < n; ++i) p.workers[i]->start.advance();
         p.done.wait(finished);
         if (b.aborted.load()) throw LaunchError(b.error);
+        if (const std::string overrun = smem_overrun(b); !overrun.empty())
+          throw LaunchError(overrun);
       }
 }
 
@@ -830,7 +868,7 @@ void set_max_dynamic_smem(const char* name, void (*kernel)(P...), std::size_t by
         static const char hfsti_site_key = 0;                                             \
         return static_cast<const void*>(&hfsti_site_key);                                 \
       }(),                                                                                \
-      sizeof(T) * (N)))
+      sizeof(T) * (N), #name))
 #define HFSTI_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::hfsti::emu::dynamic_shared())
 
 // ---- barriers and warp intrinsics
