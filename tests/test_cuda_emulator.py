@@ -51,6 +51,7 @@ _SIGNATURES = {
     "hfsti_test_run_library": (_P,),
     "hfsti_test_run_misuse": (_C.c_int, _P),
     "hfsti_test_run_smem_overrun": (_C.c_int, _C.c_int, _P),
+    "hfsti_test_run_chain": (_P, _C.c_int),
     "hfsti_test_run_narrow": (_C.c_int, _P, _P, _C.c_int),
     "hfsti_test_run_widen": (_C.c_int, _P, _P, _C.c_int),
 }
@@ -202,6 +203,22 @@ def test_block_reduction_templates(emu, dtype, code, tol):
     emu.call("hfsti_test_run_block_sum", code, x, out, 3, 1, 128, 1, 300)
     want = x.reshape(3, -1).astype(np.float64).sum(1)
     np.testing.assert_allclose(out.astype(np.float64), want, rtol=tol, atol=tol * 10)
+
+
+def test_reverse_block_order_exposes_block_dependence(emu, monkeypatch):
+    """HFSTI_EMU_BLOCK_ORDER=reverse: order-independent kernels agree, dependent ones do not."""
+    x = np.random.default_rng(5).standard_normal(4 * 64).astype(np.float32)
+    results = {}
+    for order in ("forward", "reverse"):
+        monkeypatch.setenv("HFSTI_EMU_BLOCK_ORDER", order)
+        sums = np.zeros(4, dtype=np.float32)
+        emu.call("hfsti_test_run_block_sum", 0, x, sums, 2, 2, 32, 1, 64)
+        chain = np.zeros(5, dtype=np.int32)
+        emu.call("hfsti_test_run_chain", chain, 5)
+        results[order] = (sums, chain)
+    assert np.array_equal(results["forward"][0], results["reverse"][0])
+    assert results["forward"][1].tolist() == [1, 2, 3, 4, 5]
+    assert results["reverse"][1].tolist() == [1, 1, 1, 1, 1]
 
 
 def test_thread_and_block_indices(emu):

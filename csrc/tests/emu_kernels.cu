@@ -112,6 +112,12 @@ __global__ void hfsti_test_smem_overrun(int mode, int n, int* __restrict__ out) 
   if (t == 0) out[0] = tile[31] + d[n - 1];
 }
 
+// Depends on block order (a race between blocks on a GPU): out[b] = 1 + out[b - 1].
+__global__ void hfsti_test_chain(int* __restrict__ out) {
+  const int b = blockIdx.x;
+  if (threadIdx.x == 0) out[b] = 1 + (b > 0 ? out[b - 1] : 0);
+}
+
 // A kernel with 40 KB of static shared memory, to check static + dynamic accounting.
 __global__ void hfsti_test_static_40k(float* __restrict__ out) {
   HFSTI_SHARED(float, s, 10240);
@@ -332,6 +338,11 @@ int hfsti_test_run_misuse(int mode, int* out, char* err, int err_len) {
     (void)out;
 #endif
   });
+}
+
+int hfsti_test_run_chain(int* out, int blocks, char* err, int err_len) {
+  return guarded(err, err_len,
+                 [&] { HFSTI_LAUNCH(hfsti_test_chain, dim3(blocks), dim3(32), 0, nullptr, out); });
 }
 
 int hfsti_test_run_smem_overrun(int mode, int n, int* out, char* err, int err_len) {

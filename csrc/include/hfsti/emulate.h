@@ -34,6 +34,8 @@
 //   block dims <= (1024, 1024, 64), grid y, z <= 65535 (x <= 2^31-1), static shared <= 48 KB,
 //   static + dynamic <= 48 KB unless the kernel opted in (hfsti::set_max_dynamic_smem), and the
 //   opt-in never over 227 KB (sm_90).
+// - Blocks run in linear order (x fastest); HFSTI_EMU_BLOCK_ORDER=reverse runs them last to
+//   first, so a test can show that a kernel does not depend on the order of its blocks.
 // - Failures inside a kernel (timeouts, divergent barriers, shared memory limits, a C++ exception)
 //   abort the whole block and the launch throws hfsti::LaunchError whose message starts with the
 //   kernel's name.
@@ -750,6 +752,13 @@ inline Pool& pool() {
   return *p;
 }
 
+// HFSTI_EMU_BLOCK_ORDER=reverse runs the blocks last to first: a kernel whose result depends on
+// the order of its blocks (a race between blocks on the GPU) then gives a different answer.
+inline bool block_order_reversed() {
+  const char* s = std::getenv("HFSTI_EMU_BLOCK_ORDER");
+  return s != nullptr && std::strcmp(s, "reverse") == 0;
+}
+
 inline void check_config(const char* name, dim3 grid, dim3 block, std::size_t smem,
                          std::size_t optin) {
   auto bad = [&](const std::string& why) {
@@ -805,27 +814,28 @@ inline void run_launch(const char* name, const void* key, Job& job, dim3 grid, d
   p.block = &b;
   p.grid = grid;
   p.blk = block;
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        b.idx = uint3{x, y, z};
-        b.expected = n;
-        b.arrived = b.count = 0;
-        b.statics.clear();
-        b.static_bytes = 0;
-        b.dyn.poison();
-        for (unsigned w = 0; w < b.warps.size(); ++w) {
-          const unsigned lanes = std::min(32u, n - 32 * w);
-          b.warps[w]->reset(lanes == 32 ? 0xFFFFFFFFu : ((1u << lanes) - 1));
-        }
-        p.remaining.store(n);
-        const std::uint32_t finished = p.done.load();
-        for (unsigned i = 0; i < n; ++i) p.workers[i]->start.advance();
-        p.done.wait(finished);
-        if (b.aborted.load()) throw LaunchError(b.error);
-        if (const std::string overrun = smem_overrun(b); !overrun.empty())
-          throw LaunchError(overrun);
-      }
+  const std::uint64_t nblocks = std::uint64_t{grid.x} * grid.y * grid.z;
+  const bool reverse = block_order_reversed();
+  for (std::uint64_t k = 0; k < nblocks; ++k) {
+    const std::uint64_t l = reverse ? nblocks - 1 - k : k;
+    b.idx = uint3{static_cast<unsigned>(l % grid.x), static_cast<unsigned>(l / grid.x % grid.y),
+                  static_cast<unsigned>(l / grid.x / grid.y)};
+    b.expected = n;
+    b.arrived = b.count = 0;
+    b.statics.clear();
+    b.static_bytes = 0;
+    b.dyn.poison();
+    for (unsigned w = 0; w < b.warps.size(); ++w) {
+      const unsigned lanes = std::min(32u, n - 32 * w);
+      b.warps[w]->reset(lanes == 32 ? 0xFFFFFFFFu : ((1u << lanes) - 1));
+    }
+    p.remaining.store(n);
+    const std::uint32_t finished = p.done.load();
+    for (unsigned i = 0; i < n; ++i) p.workers[i]->start.advance();
+    p.done.wait(finished);
+    if (b.aborted.load()) throw LaunchError(b.error);
+    if (const std::string overrun = smem_overrun(b); !overrun.empty()) throw LaunchError(overrun);
+  }
 }
 
 }  // namespace emu
