@@ -39,7 +39,7 @@
 // - Failures inside a kernel (timeouts, divergent barriers, shared memory limits, a C++ exception)
 //   abort the whole block and the launch throws hfsti::LaunchError whose message starts with the
 //   kernel's name.
-// - Size: one file of ~800 lines because barrier, warp exchange, shared memory, pool and launcher
+// - Size: one file of ~950 lines because barrier, warp exchange, shared memory, pool and launcher
 //   share the per-block state; device-library functions live in hfsti/emulate_math.h.
 // - Cost: each barrier or warp collective costs about one context switch per thread, so a block
 //   of 256 threads with a few barriers takes milliseconds; keep emulated launches small.
