@@ -509,12 +509,24 @@ NVCC = shutil.which("nvcc") or (
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
-@pytest.mark.parametrize("source", [KERNELS, RACE], ids=lambda p: p.name)
-def test_nvcc_compiles_sources(source, tmp_path):
-    cmd = [NVCC, "-std=c++17", "-arch=sm_90", f"-I{INCLUDE}", "-c", str(source), "-o",
-           str(tmp_path / "k.o")]  # fmt: skip
+@pytest.mark.parametrize(
+    ("source", "archs"), [(KERNELS, (80, 90)), (RACE, (90,))], ids=["emu_kernels", "emu_race"]
+)
+def test_nvcc_compiles_sources(source, archs, tmp_path):
+    """Valid CUDA, warning-free (host compiler -Wall too)."""
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
+    cmd = [NVCC, "-std=c++17", *gencode, f"-I{INCLUDE}", "-Xcompiler", "-Wall", "-c",
+           str(source), "-o", str(tmp_path / "k.o")]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "warning" not in r.stderr.lower(), r.stderr[-3000:]
+
+
+def test_emulator_build_is_warning_free():
+    cmd = [_hostbuild.compiler(), "-std=c++20", "-O1", "-Wall", "-Wextra", "-fsyntax-only",
+           *EMU, f"-I{INCLUDE}", "-x", "c++", str(KERNELS), str(RACE)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr[-3000:]
 
 
 @pytest.mark.parametrize("source", [KERNELS, RACE], ids=lambda p: p.name)
