@@ -44,12 +44,18 @@
 // - Cost: each barrier or warp collective costs about one context switch per thread, so a block
 //   of 256 threads with a few barriers takes milliseconds; keep emulated launches small.
 //
-// Limits (not emulated): cooperative groups, warp matrix (MMA) instructions, memory-model races
-// between blocks (blocks run one at a time), atomics beyond atomicAdd (4/8-byte arithmetic) and
-// atomicMax/atomicMin (integers), a thread spinning forever outside a barrier (hangs), `sizeof`
-// of a dynamic smem pointer. __activemask() returns the lanes that exist and have not exited (the
-// emulator has no notion of convergence). Fast-math intrinsics (__expf, __sinf, rsqrtf,
-// __fdividef...) are computed with full-precision libm calls, more accurate than on the GPU.
+// Limits (not emulated): cooperative groups, warp matrix (MMA) instructions, races between
+// blocks (blocks run one at a time; HFSTI_EMU_BLOCK_ORDER=reverse shows order dependence),
+// atomics beyond atomicAdd (4/8-byte arithmetic) and atomicMax/atomicMin (integers), a thread
+// spinning forever outside a barrier (hangs). Static shared memory counts towards the limits
+// once its declaration runs (the GPU counts it at launch). __activemask() returns the lanes that
+// exist and have not exited (the emulator has no notion of convergence). Under ThreadSanitizer
+// every warp collective orders memory among its lanes (on the GPU only __syncwarp does, shuffles
+// and votes do not), and the first HFSTI_SHARED declarations of a block synchronise the threads
+// that reach them, so a race between lanes separated only by a shuffle, or one placed before a
+// later HFSTI_SHARED, can go unreported: declare shared arrays at the top of the kernel.
+// Fast-math intrinsics (__expf, __sinf, rsqrtf, __fdividef...) are computed with full-precision
+// libm calls, more accurate than on the GPU.
 #pragma once
 
 #if defined(__CUDACC__)
