@@ -258,6 +258,59 @@ def test_executor_follows_the_device_and_the_environment(monkeypatch):
     assert "; CuPy: installed" in rt.describe()
 
 
+def test_cupy_executor_compiles_the_source_and_packs_the_plan(monkeypatch):
+    """CuPy cannot compile without a driver, so a stand-in records what the executor asks."""
+    import contextlib
+
+    import numpy as np
+
+    seen = {}
+
+    class Kernel:
+        max_dynamic_shared_size_bytes = 0
+
+        def __call__(self, grid, block, args, shared_mem=0):
+            seen["call"] = (grid, block, args, shared_mem, self.max_dynamic_shared_size_bytes)
+
+    class RawModule:
+        def __init__(self, code, options, name_expressions):
+            seen["module"] = (code, options, name_expressions)
+
+        def get_function(self, name):
+            seen["name"] = name
+            return Kernel()
+
+    null = contextlib.nullcontext
+    cuda = types.SimpleNamespace(
+        Device=lambda i: null(),
+        Stream=types.SimpleNamespace(from_external=lambda s: null(s)),
+        driver=types.SimpleNamespace(CUDADriverError=RuntimeError),
+    )
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda, RawModule=RawModule))
+    monkeypatch.setattr(rt, "extension", lambda: None)
+    monkeypatch.setattr(rt, "cupy_installed", lambda: True)
+    monkeypatch.setattr(
+        torch.cuda, "current_stream", lambda i: types.SimpleNamespace(cuda_stream=7)
+    )
+    rt._cupy_module.cache_clear()
+    path, name = KERNEL_FILES[0], sources.registrations(KERNEL_FILES[0])[0]
+    x = torch.zeros(4)
+    args = [rt.ptr(x), rt.i32(-3), rt.i64(2**40), rt.f32(0.5), rt.f64(0.25)]
+    fake_cuda = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda", 0))
+    try:
+        rt.launch(name, (5, 2), (128,), 64 * 1024, args, device_tensor=fake_cuda)
+    finally:
+        rt._cupy_module.cache_clear()
+    code, options, names = seen["module"]
+    assert code.endswith(path.read_text()) and f'#line 1 "{path.name}"' in code
+    assert "-std=c++17" in options and f"-I{sources.include_dir()}" in options
+    assert names == sources.registrations(path) and seen["name"] == name
+    grid, block, packed, smem, limit = seen["call"]
+    assert (grid, block, smem, limit) == ((5, 2), (128,), 64 * 1024, 64 * 1024)
+    assert [type(a) for a in packed] == [np.uint64, np.int32, np.int64, np.float32, np.float64]
+    assert [a.item() for a in packed] == [x.data_ptr(), -3, 2**40, 0.5, 0.25]
+
+
 # ---- the sources ship with the package ---------------------------------------------------------
 def test_a_wheel_ships_the_sources_and_finds_them(tmp_path):
     env = {**os.environ, "HFSTI_SKIP_CUDA_BUILD": "1"}

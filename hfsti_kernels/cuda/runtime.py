@@ -225,11 +225,11 @@ def launch(
     index = device_tensor.device.index
     if index is None:
         index = torch.cuda.current_device()
-    stream = torch.cuda.current_stream(index).cuda_stream
+    stream = torch.cuda.current_stream(index)
     if how == "nvcc":
         mod = extension()
         _opt_in((how, index, name), smem, lambda n: mod.set_max_dynamic_smem(name, n, index))
-        mod.launch(name, grid, block, smem, stream, args, index)
+        mod.launch(name, grid, block, smem, stream.cuda_stream, args, index)
     else:
         _cupy_launch(name, grid, block, smem, args, index, stream)
 
@@ -262,7 +262,11 @@ def _cupy_launch(name, grid, block, smem, args, index, stream) -> None:
     path = sources.kernel_index().get(name)
     if path is None:
         raise KeyError(f"no CUDA kernel named '{name}' is registered in csrc/")
-    with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream, index):
+    if hasattr(cupy.cuda.Stream, "from_external"):  # CuPy >= 14: the CUDA stream protocol
+        cp_stream = cupy.cuda.Stream.from_external(stream)
+    else:
+        cp_stream = cupy.cuda.ExternalStream(stream.cuda_stream, index)
+    with cupy.cuda.Device(index), cp_stream:
         fn = _cupy_module(path, index).get_function(name)
 
         def set_limit(n):
