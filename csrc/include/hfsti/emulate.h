@@ -363,8 +363,13 @@ struct Block {
   PhaseVote last{};     // the completed phase's
   std::source_location site;
   // shared memory
+  // Static arrays of the launch's kernel, kept (and re-poisoned) from block to block. Entries
+  // [0, nstatics) never change while a block runs, so threads find them without a lock (and,
+  // under TSan, without synchronising with each other); a new one is added under smem_m.
+  static constexpr unsigned kMaxStatics = 64;
   std::mutex smem_m;
-  std::vector<SmemBuf> statics;
+  SmemBuf statics[kMaxStatics];
+  std::atomic<unsigned> nstatics{0};
   std::size_t static_bytes = 0;
   std::size_t dyn_bytes = 0;
   std::size_t smem_limit = kDefaultSmem;  // static + dynamic
@@ -624,13 +629,20 @@ inline void check_smem(Block& b) {  // with b.smem_m held
 
 inline void* static_shared(const void* key, std::size_t bytes, const char* name) {
   Block& b = current_block("HFSTI_SHARED");
+  const unsigned known = b.nstatics.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < known; ++i)
+    if (b.statics[i].key == key) return b.statics[i].get();
   std::lock_guard<std::mutex> g(b.smem_m);
-  for (auto& s : b.statics)
-    if (s.key == key) return s.get();
+  const unsigned n = b.nstatics.load(std::memory_order_relaxed);
+  for (unsigned i = known; i < n; ++i)  // added by another thread meanwhile
+    if (b.statics[i].key == key) return b.statics[i].get();
+  if (n == Block::kMaxStatics)
+    b.fail_here(std::string(b.kernel) + ": more than 64 HFSTI_SHARED arrays in one kernel");
   b.static_bytes += bytes;
   check_smem(b);
-  b.statics.emplace_back(key, name, bytes);
-  return b.statics.back().get();
+  b.statics[n] = SmemBuf(key, name, bytes);
+  b.nstatics.store(n + 1, std::memory_order_release);
+  return b.statics[n].get();
 }
 
 inline void* dynamic_shared() { return current_block("HFSTI_DYNAMIC_SHARED").dyn.get(); }
@@ -642,8 +654,8 @@ inline std::string smem_overrun(const Block& b) {
            " (" + std::to_string(s.bytes) + " B)";
   };
   if (*b.dyn.damaged()) return msg(b.dyn, "its dynamic shared memory", b.dyn.damaged());
-  for (const auto& s : b.statics)
-    if (*s.damaged())
+  for (unsigned i = 0; i < b.nstatics.load(); ++i)
+    if (const SmemBuf& s = b.statics[i]; *s.damaged())
       return msg(s, ("static shared array '" + std::string(s.name) + "'").c_str(), s.damaged());
   return "";
 }
@@ -828,8 +840,7 @@ inline void run_launch(const char* name, const void* key, Job& job, dim3 grid, d
                   static_cast<unsigned>(l / grid.x / grid.y)};
     b.expected = n;
     b.arrived = b.count = 0;
-    b.statics.clear();
-    b.static_bytes = 0;
+    for (unsigned i = 0; i < b.nstatics.load(); ++i) b.statics[i].poison();
     b.dyn.poison();
     for (unsigned w = 0; w < b.warps.size(); ++w) {
       const unsigned lanes = std::min(32u, n - 32 * w);
