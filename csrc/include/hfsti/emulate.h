@@ -51,9 +51,10 @@
 // once its declaration runs (the GPU counts it at launch). __activemask() returns the lanes that
 // exist and have not exited (the emulator has no notion of convergence). Under ThreadSanitizer
 // every warp collective orders memory among its lanes (on the GPU only __syncwarp does, shuffles
-// and votes do not), and the first HFSTI_SHARED declarations of a block synchronise the threads
-// that reach them, so a race between lanes separated only by a shuffle, or one placed before a
-// later HFSTI_SHARED, can go unreported: declare shared arrays at the top of the kernel.
+// and votes do not), and in a launch's first block the thread that allocates a static shared
+// array synchronises with the threads that find it, so a race between lanes separated only by a
+// shuffle, or one placed before a later HFSTI_SHARED, can go unreported: declare shared arrays
+// at the top of the kernel.
 // Fast-math intrinsics (__expf, __sinf, rsqrtf, __fdividef...) are computed with full-precision
 // libm calls, more accurate than on the GPU.
 #pragma once
