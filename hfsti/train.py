@@ -286,17 +286,7 @@ def _run(cfg, model_config, rank, world, device, out, stop) -> Path:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                # One sync a step (one all-reduce under DDP, so every rank decides alike).
-                flags = torch.stack(
-                    [
-                        ~torch.isfinite(loss.detach()),
-                        ~torch.isfinite(grad_norm),
-                        torch.tensor(stop.signum is not None, device=grad_norm.device),
-                    ]
-                ).float()
-                if world > 1:
-                    dist.all_reduce(flags)
-                loss_bad, grad_bad, stopping = (flags > 0).tolist()
+                loss_bad, grad_bad, stopping = _step_flags(loss, grad_norm, stop, world)
                 problem = _nonfinite(loss_bad, grad_bad, loss, grad_norm, scaler)
                 if problem:
                     raise TrainingDiverged(
@@ -361,6 +351,21 @@ def _fresh_model(cfg: TrainConfig, model_config: HFSTIConfig | None) -> HFSTINet
                 f"backbone: {cfg.backbone} is not a PVTv2-b2 weights file ({first_line(err)})"
             ) from None
     return model
+
+
+def _step_flags(loss, grad_norm, stop, world) -> list[bool]:
+    """[loss non-finite, gradients non-finite, stop requested], over all ranks: one sync a
+    step (one all-reduce under DDP, so that every rank decides alike)."""
+    flags = torch.stack(
+        [
+            ~torch.isfinite(loss.detach()),
+            ~torch.isfinite(grad_norm),
+            torch.tensor(stop.signum is not None, device=grad_norm.device),
+        ]
+    ).float()
+    if world > 1:
+        dist.all_reduce(flags)
+    return (flags > 0).tolist()
 
 
 def _nonfinite(loss_bad, grad_bad, loss, grad_norm, scaler) -> str | None:

@@ -321,6 +321,8 @@ def test_resume_refuses_contradicting_options(run_copy):
         )
     with pytest.raises(ValueError, match=r"channels 16 \(stored 8\)"):
         train(tiny_run(run_copy, steps=2), dataclasses.replace(TINY, channels=16))
+    with pytest.raises(ValueError, match=r"init_from 'other.safetensors' \(stored None\)"):
+        train(tiny_run(run_copy, steps=2, init_from="other.safetensors"), TINY)
     # Allowed: the workers, the log and save periods, the backend (here at the last step).
     allowed = tiny_run(run_copy, steps=2, workers=1, log_every=5, save_every=7)
     train(allowed, dataclasses.replace(TINY, backend="triton"))
