@@ -332,20 +332,21 @@ def test_resume_refuses_contradicting_options(run_copy):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_saves_the_current_step_and_exits_nonzero(tmp_path, monkeypatch, capsys, signum):
-    def refuse(*_):  # today's code lets the signal through: fail the test, not the test run
+    def refuse(*_):  # a signal train does not handle fails the test, not the test run
         raise AssertionError("the signal was not handled by train")
 
-    previous = signal.signal(signal.SIGTERM, refuse)
+    previous = {s: signal.signal(s, refuse) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         inject(monkeypatch, 1, lambda loss, logits: os.kill(os.getpid(), signum) or loss)
         args = ["train", "--out", str(tmp_path), "--steps", "3", "--save-every", "100"]
         assert main(args + CLI_TINY) == 128 + signum  # --data omitted: synthetic clips
+        assert all(signal.getsignal(s) is refuse for s in previous)  # handlers given back
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     err = cli_error(capsys)
     assert err.startswith(f"hfsti train: stopped by {signal.Signals(signum).name} at step 1"), err
     assert_finite_checkpoint(tmp_path / "last.safetensors", 1)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if signum == signal.SIGINT:
         monkeypatch.undo()
         assert main(args + CLI_TINY) == 0
