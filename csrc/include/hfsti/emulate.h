@@ -1,7 +1,8 @@
 // hfsti/emulate.h -- host SIMT emulator: runs CUDA kernels (the same .cu source) on CPU threads.
 //
 // Included by hfsti/runtime.h when HFSTI_CUDA_EMULATE is defined (g++ -std=c++20 -pthread, Linux:
-// waits are futexes); never include it directly and never under nvcc. See docs/kernels.md for how the CUDA ops use it.
+// waits are futexes); never include it directly and never under nvcc. See docs/kernels.md for
+// how the CUDA ops use it.
 //
 // Design
 // - Every CUDA thread of a block is a real OS thread from one process-wide pool (grown on demand,
