@@ -165,6 +165,7 @@ setup(
         "tqdm",
         "safetensors",
         "matplotlib",
+        "pybind11>=2.12",  # headers for the CUDA host emulator's build (HFSTI_CUDA_EMULATE=1)
     ],
     extras_require={
         "test": [

@@ -26,6 +26,8 @@ from pathlib import Path
 
 CACHE_ENV = "HFSTI_HOSTBUILD_CACHE"
 BASE_FLAGS = ("-std=c++20", "-pthread")
+_KIND_FLAGS = {"shared": ("-shared", "-fPIC"), "executable": (), "object": ("-c", "-fPIC")}
+_SUFFIX = {"shared": ".so", "object": ".o"}
 
 
 class HostBuildError(RuntimeError):
@@ -83,25 +85,27 @@ def build(
     include_dirs: Sequence[str | os.PathLike] = (),
     flags: Sequence[str] = ("-O2",),
 ) -> Path:
-    """Build ``sources`` into ``<cache>/<name>-<hash>.so`` (``kind="shared"``) or an executable
-    (``kind="executable"``) and return its path; a cached build is returned at once.
+    """Build ``sources`` into ``<cache>/<name>-<hash>.so`` (``kind="shared"``), an executable
+    (``kind="executable"``) or the object file of one source (``kind="object"``, ``.o``; objects
+    may be sources of a later build, so several can compile in parallel) and return its path; a
+    cached build is returned at once.
 
-    ``flags`` are added to ``-std=c++20 -pthread`` (and ``-shared -fPIC`` for shared objects);
-    raises :class:`HostBuildError` naming the first compiler error.
+    ``flags`` are added to ``-std=c++20 -pthread`` (and ``-shared -fPIC`` for shared objects,
+    ``-c -fPIC`` for objects); raises :class:`HostBuildError` naming the first compiler error.
     """
-    if kind not in ("shared", "executable"):
-        raise ValueError(f"kind: expected 'shared' or 'executable', got {kind!r}")
+    if kind not in _KIND_FLAGS:
+        raise ValueError(f"kind: expected one of {tuple(_KIND_FLAGS)}, got {kind!r}")
+    if kind == "object" and len(sources) != 1:
+        raise ValueError(f"host build {name}: an object is built from one source")
     srcs = [Path(s).resolve() for s in sources]
     for s in srcs:
         if not s.is_file():
             raise FileNotFoundError(f"host build {name}: source {s} does not exist")
     incs = [Path(d).resolve() for d in include_dirs]
-    all_flags = [*BASE_FLAGS, *(["-shared", "-fPIC"] if kind == "shared" else []), *flags]
+    all_flags = [*BASE_FLAGS, *_KIND_FLAGS[kind], *flags]
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
-    target = root / (
-        f"{name}-{_key(srcs, incs, all_flags, kind)}" + (".so" if kind == "shared" else "")
-    )
+    target = root / (f"{name}-{_key(srcs, incs, all_flags, kind)}" + _SUFFIX.get(kind, ""))
     if target.exists():
         return target
     with open(root / f".{target.name}.lock", "w") as lock:
@@ -112,8 +116,11 @@ def build(
         os.close(fd)
         try:
             cmd = [compiler(), *all_flags, *(f"-I{d}" for d in incs)]
+            lang = "none"  # an explicit "-x none" before objects only would drop libstdc++
             for s in srcs:
-                cmd += ["-x", "c++" if s.suffix == ".cu" else "none", str(s)]
+                want = "c++" if s.suffix == ".cu" else "none"
+                cmd += [*(["-x", want] if want != lang else []), str(s)]
+                lang = want
             out = subprocess.run([*cmd, "-o", tmp], capture_output=True, text=True)
             if out.returncode != 0:
                 log = out.stderr or out.stdout

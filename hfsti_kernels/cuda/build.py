@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import sysconfig
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hfsti_kernels.cuda import _hostbuild, sources
@@ -56,8 +58,15 @@ def build(
     flags = (*VARIANTS[variant], *_FLAGS, f"-DHFSTI_MODULE_NAME={module}",
              f'-DHFSTI_BUILD_INFO="{info}"')  # fmt: skip
     includes = [sources.include_dir(), pybind11.get_include(), sysconfig.get_paths()["include"]]
-    return _hostbuild.build(f"{module}-{variant}", [*kernels, sources.binding_file()],
-                            include_dirs=includes, flags=flags)  # fmt: skip
+
+    def compile_one(src: Path) -> Path:
+        return _hostbuild.build(f"{module}-{variant}-{src.stem}", [src], kind="object",
+                                include_dirs=includes, flags=flags)  # fmt: skip
+
+    # One object a source, compiled in parallel (the kernels are template-heavy), then linked.
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        objects = list(pool.map(compile_one, [*kernels, sources.binding_file()]))
+    return _hostbuild.build(f"{module}-{variant}", objects, flags=VARIANTS[variant])
 
 
 def load(variant: str = "release", kernels: list[Path] | None = None, module: str = MODULE):
