@@ -175,8 +175,8 @@ setup(
             "scipy",
             "ruff",
             # NVRTC without a GPU: CI compiles every csrc kernel to PTX (tests/test_cuda_build.py)
-            "nvidia-cuda-nvrtc>=13",
-            "cuda-bindings>=13",
+            "nvidia-cuda-nvrtc>=13,<14",
+            "cuda-bindings>=13,<14",
         ],
         "cupy": ["cupy-cuda13x"],
     },
