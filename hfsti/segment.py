@@ -133,7 +133,8 @@ def segment(
     raises a ValueError naming the file). An ``out_dir`` holding an earlier run's masks or
     overlays is refused unless ``overwrite`` (see :func:`prepare_output`). With
     ``accelerate_dtype`` on a CUDA model, frames run through ``hfsti_kernels.accelerate`` (fused
-    ops in that dtype, CUDA graphs); otherwise through the model as it is.
+    ops in that dtype, CUDA graphs; the CUDA backend's kernels for a model on ``backend="cuda"``,
+    else Triton's); otherwise through the model as it is.
     """
     out_dir = prepare_output(out_dir, overlays=overlays, overwrite=overwrite)
     device = model.mean.device
@@ -141,8 +142,12 @@ def segment(
     if accelerate_dtype is not None and device.type == "cuda":
         from hfsti_kernels import accelerate  # hfsti_kernels imports hfsti: import late
 
-        segmenter = accelerate(model, dtype=accelerate_dtype, cuda_graphs=cuda_graphs, size=size)
+        backend = "cuda" if model.config.backend == "cuda" else "auto"
+        segmenter = accelerate(
+            model, dtype=accelerate_dtype, cuda_graphs=cuda_graphs, size=size, backend=backend
+        )
         precision = f"{str(accelerate_dtype).removeprefix('torch.')} fused"
+        precision += " (CUDA kernels)" if backend == "cuda" else ""
         precision += " + CUDA graphs" if segmenter.graphed else ""
     else:
         segmenter = VideoSegmenter(model.eval())

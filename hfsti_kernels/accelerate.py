@@ -3,8 +3,9 @@
 ``accelerate(model)`` returns an :class:`AcceleratedSegmenter` with the interface of
 :class:`hfsti.VideoSegmenter` (``step(frame) -> level-1 logits``, ``reset()``, ``memory``). It
 never touches the caller's model: it works on a deep copy that is switched to the fused ops
-(``hfsti_kernels.patch(copy, "auto")``), put in eval mode with autograd off, has its BatchNorms
-folded away and is cast to ``dtype``.
+(``hfsti_kernels.patch(copy, backend)``: ``"auto"``, the Triton kernels on CUDA, by default;
+``"cuda"`` for the hand-written CUDA kernels of ``csrc/``), put in eval mode with autograd off,
+has its BatchNorms folded away and is cast to ``dtype``.
 
 Precision policy (``dtype`` = bfloat16 or float16; float32 runs the same path in fp32):
 
@@ -45,6 +46,12 @@ Frames whose size differs from ``size`` are resized to it (bilinear, antialiased
 ``hfsti.segment`` does) and the logits resized back to the frame's size, bilinearly; the memory
 grid is the one of ``size``. ``cuda_graphs=True`` with a CPU model is not an error: graphs are a
 CUDA feature, so the segmenter runs eagerly (``segmenter.graphed`` says which path runs).
+
+Backends. Either kernel backend can be captured: the CUDA backend's launches go to torch's
+current stream without synchronising or allocating (its op modules allocate through torch, from
+the graphs' pool), and the warm-up does the one-time work outside the capture (CuPy's NVRTC
+compile, the opt-in to large shared memory). On a CPU model ``backend="cuda"`` runs the same
+eager path in the host emulator (``HFSTI_CUDA_EMULATE=1``), which is how CI checks it.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ from hfsti._checks import FLOAT_DTYPES, check_tensor
 from hfsti.model import HFSTINet, Memory
 from hfsti.model.net import IMAGENET_MEAN, IMAGENET_STD
 from hfsti.model.rmp import mask_to_grid
+from hfsti_kernels._backend import check_backend, require_cuda
 from hfsti_kernels.patch import patch
 
 __all__ = ["AcceleratedSegmenter", "accelerate", "fold_batchnorms", "DTYPES"]
@@ -118,6 +126,7 @@ class AcceleratedSegmenter:
     Attributes:
         model: the fused, folded, cast private copy of the model.
         dtype: the compute dtype; batch_size, size: the static shapes.
+        backend: the fused copy's kernels ("auto", "triton", "cuda" or "reference").
         graphed: True when steps replay CUDA graphs, False when they run eagerly.
     """
 
@@ -128,6 +137,7 @@ class AcceleratedSegmenter:
         cuda_graphs: bool = True,
         batch_size: int = 1,
         size: int | tuple[int, int] | None = None,
+        backend: str = "auto",
     ) -> None:
         if not isinstance(model, HFSTINet):
             raise TypeError(f"model: expected an HFSTINet, got {type(model).__name__}")
@@ -137,13 +147,16 @@ class AcceleratedSegmenter:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
         self.size = _as_size(model.config.input_size if size is None else size)
+        self.backend = check_backend(backend)
+        if backend == "cuda":
+            require_cuda(model.mean)  # an executor for the model's device, not just any
         self.dtype = dtype
         self.batch_size = batch_size
         device = model.mean.device
         self.device = device
 
         net = copy.deepcopy(model).float().eval().requires_grad_(False)
-        patch(net, "auto")
+        patch(net, backend)
         fold_batchnorms(net)
         head = net.decoder.heads[0]  # kept in fp32: it makes the returned logits
         self._head_weight = head.weight.detach().float().clone()
@@ -210,9 +223,9 @@ class AcceleratedSegmenter:
 
     def __repr__(self) -> str:
         return (
-            f"AcceleratedSegmenter(dtype={self.dtype}, batch_size={self.batch_size}, "
-            f"size={self.size}, memory_frames={self.memory_frames}, graphed={self.graphed}, "
-            f"device={self.device})"
+            f"AcceleratedSegmenter(dtype={self.dtype}, backend={self.backend!r}, "
+            f"batch_size={self.batch_size}, size={self.size}, "
+            f"memory_frames={self.memory_frames}, graphed={self.graphed}, device={self.device})"
         )
 
     # ----------------------------------------------------------------- internals
@@ -262,8 +275,9 @@ class AcceleratedSegmenter:
         self._masks[:, T - 1].copy_(prob)
 
     def _capture(self) -> None:
-        """Warm up every step on a side stream (Triton compiles, cuBLAS sets up), then capture
-        one graph per fill level k = 0..T_m, sharing a memory pool; finally clear the bank."""
+        """Warm up every step on a side stream (Triton or NVRTC compiles, cuBLAS sets up,
+        shared-memory opt-ins), then capture one graph per fill level k = 0..T_m, sharing a
+        memory pool; finally clear the bank."""
         levels = range(self.memory_frames + 1)
         with torch.no_grad():
             side = torch.cuda.Stream(self.device)
@@ -290,6 +304,7 @@ def accelerate(
     cuda_graphs: bool = True,
     batch_size: int = 1,
     size: int | tuple[int, int] | None = None,
+    backend: str = "auto",
 ) -> AcceleratedSegmenter:
     """A streaming segmenter running a fused, ``dtype`` copy of ``model`` (the model is untouched).
 
@@ -302,8 +317,11 @@ def accelerate(
         batch_size: the number of independent videos each ``step`` takes (static).
         size: the model resolution, an int or (H, W) (default ``model.config.input_size``);
             frames of another size are resized to it and their logits resized back.
+        backend: the kernels of the fused copy: "auto" (Triton on CUDA), "triton", "cuda" (the
+            CUDA backend; on a CPU model under ``HFSTI_CUDA_EMULATE=1``) or "reference"; a
+            backend that cannot run here raises a one-line ValueError naming ``backend``.
     Returns:
         an :class:`AcceleratedSegmenter`, with ``step(frame)`` and ``reset()`` as
         :class:`hfsti.VideoSegmenter`.
     """
-    return AcceleratedSegmenter(model, dtype, cuda_graphs, batch_size, size)
+    return AcceleratedSegmenter(model, dtype, cuda_graphs, batch_size, size, backend)
