@@ -26,6 +26,7 @@ import importlib
 import importlib.util
 import os
 import shutil
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -125,9 +126,17 @@ def emulation_enabled() -> bool:
 def extension():
     """The nvcc-built module ``hfsti_kernels._cuda``, or None when it was not built."""
     try:
-        return importlib.import_module("hfsti_kernels._cuda")
+        mod = importlib.import_module("hfsti_kernels._cuda")
     except ImportError:
         return None
+    stamp = f"sources {sources.tree_hash()}"
+    if stamp not in mod.build_info:  # an editable install whose csrc/ changed since the build
+        warnings.warn(
+            f"hfsti_kernels._cuda was built from other csrc/ sources ({mod.build_info}, now "
+            f"{stamp}); rebuild it with pip install -e .",
+            stacklevel=2,
+        )
+    return mod
 
 
 def cupy_installed() -> bool:
