@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +23,8 @@ from helpers import TOLERANCE, assert_rel_close
 
 from hfsti import ops as ref
 from hfsti_kernels import _registry
-from hfsti_kernels.cuda import _fft_plan
+from hfsti_kernels._inputs import fft_op_inputs
+from hfsti_kernels.cuda import _fft_plan, _hostbuild, build
 from hfsti_kernels.cuda import fft_channel_attention as fca_mod
 from hfsti_kernels.cuda import fourier_unit as fu_mod
 from hfsti_kernels.cuda import gated_fusion as gf_mod
@@ -46,24 +50,7 @@ def cuda_op(op):
     return _registry.implementation(op, "cuda")
 
 
-# Local factory (same distributions as tests/test_kernels_fft_ops.py; no shared module yet).
-def make_inputs(op, B, C, H, W, dtype, seed=0, c_out=2):
-    """Random inputs of ``op`` (drawn in float64, then cast), parameters at realistic scales."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
-
-    if op == "fft_channel_attention":
-        return [rnd(B, C, H, W) for _ in range(3)]
-    if op == "fourier_unit":
-        return [rnd(B, C, H, W), rnd(2 * c_out, 2 * C, scale=(2 * C) ** -0.5), rnd(2 * c_out)]
-    return [rnd(B, C, H, W) for _ in range(3)] + [
-        rnd(2 * C, 2 * C, scale=(2 * C) ** -0.5),
-        rnd(2 * C, scale=0.3),
-        rnd(C, 1, 3, 3, scale=1 / 3),
-        rnd(C, scale=0.3),
-    ]
+make_inputs = fft_op_inputs
 
 
 def as_tuple(out):
@@ -229,3 +216,60 @@ def test_gradcheck_float64(op):
 def test_registered_as_cuda_implementations():
     for op in OPS:
         assert cuda_op(op) is getattr(MODULES[op], op)
+
+
+# --------------------------------------------------------------------------- ThreadSanitizer
+
+SOURCES = [Path(__file__).resolve().parents[1] / "csrc" / f"{op}.cu" for op in OPS]
+TSAN_MODULE = "_cuda_emu_fft_tsan"
+_TSAN_SCRIPT = """
+import torch
+from hfsti import ops as ref
+from hfsti_kernels import _registry
+from hfsti_kernels._inputs import fft_op_inputs
+from hfsti_kernels.cuda import _fft_plan, build
+
+torch.manual_seed(0)
+torch.set_num_threads(1)  # torch's OpenMP pool synchronises outside TSan's view
+# The runtime launches through the TSan build of this file's kernels only.
+build._LOADED[build.MODULE] = build.load("tsan", kernels={sources!r}, module={module!r})
+# shared-memory workspace (fp32), then the global one with 3 planes per block (fp64)
+CASES = (((1, 2, 5, 6), torch.float32, None), ((3, 1, 3, 4), torch.float64, 0))
+for op in {ops!r}:
+    for shape, dtype, limit in CASES:
+        if limit is not None:
+            _fft_plan.SMEM_LIMIT, _fft_plan.WORKSPACE_GRID = limit, 1
+        ins = [t.requires_grad_() for t in fft_op_inputs(op, *shape, dtype, c_out=1)]
+        outs = _registry.implementation(op, "cuda")(*ins)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        dys = [torch.randn(o.shape, dtype=torch.float64) for o in outs]
+        got = (*outs, *torch.autograd.grad(outs, ins, [d.to(dtype) for d in dys]))
+        ins = [t.detach().double().requires_grad_() for t in ins]
+        want = getattr(ref, op)(*ins)
+        want = want if isinstance(want, tuple) else (want,)
+        want = (*want, *torch.autograd.grad(want, ins, dys))
+        for g, w in zip(got, want):
+            assert (g.double() - w).norm() <= 1e-5 * max(w.norm(), 1e-3), op
+print("ok")
+"""
+
+
+def test_threadsanitizer_reports_no_race():
+    """Every FFT kernel, forward and backward, on both workspace paths, under TSan."""
+    runtime_lib = _hostbuild.tsan_runtime()
+    if not os.path.isabs(runtime_lib):
+        pytest.skip("the compiler has no ThreadSanitizer runtime")
+    build.build("tsan", kernels=SOURCES, module=TSAN_MODULE)  # compile outside TSan
+    env = {
+        **os.environ,
+        rt.EMULATE_ENV: "1",
+        "OMP_NUM_THREADS": "1",
+        "LD_PRELOAD": runtime_lib,
+        "TSAN_OPTIONS": "halt_on_error=1 report_signal_unsafe=0",
+    }
+    script = _TSAN_SCRIPT.format(sources=[str(s) for s in SOURCES], module=TSAN_MODULE, ops=OPS)
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]
+    assert "ThreadSanitizer" not in res.stderr, res.stderr[-3000:]
