@@ -21,6 +21,7 @@ import pytest
 import torch
 from helpers import TOLERANCE, assert_rel_close
 
+import hfsti_kernels
 from hfsti import ops as ref
 from hfsti_kernels import _registry
 from hfsti_kernels._inputs import fft_op_inputs
@@ -213,9 +214,14 @@ def test_gradcheck_float64(op):
     assert torch.autograd.gradcheck(cuda_op(op), inputs, eps=1e-6, atol=1e-7)
 
 
-def test_registered_as_cuda_implementations():
-    for op in OPS:
-        assert cuda_op(op) is getattr(MODULES[op], op)
+@pytest.mark.parametrize("op", OPS)
+def test_public_op_runs_these_kernels_with_backend_cuda(op):
+    assert op not in hfsti_kernels.cuda.IMPORT_ERRORS
+    assert cuda_op(op) is getattr(MODULES[op], op)
+    inputs = make_inputs(op, 1, 2, 4, 5, torch.float32)
+    got = as_tuple(getattr(hfsti_kernels, op)(*inputs, backend="cuda"))
+    for g, w in zip(got, as_tuple(cuda_op(op)(*inputs))):
+        assert torch.equal(g, w)
 
 
 # --------------------------------------------------------------------------- ThreadSanitizer
@@ -225,6 +231,7 @@ TSAN_MODULE = "_cuda_emu_fft_tsan"
 _TSAN_SCRIPT = """
 import torch
 from hfsti import ops as ref
+import hfsti_kernels
 from hfsti_kernels import _registry
 from hfsti_kernels._inputs import fft_op_inputs
 from hfsti_kernels.cuda import _fft_plan, build
