@@ -19,7 +19,8 @@ The run folder ``out`` never loses work or good weights:
   run from a checkpoint's weights with a fresh optimizer. Only ``--steps``, ``--workers``,
   ``--save-every``, ``--log-every`` and the model's ``backend`` may differ from the stored
   settings (``--backbone`` and ``--init-from``, which only initialise, may also be omitted); any
-  other difference is an error naming the options. ``log.csv`` is cut back to the resumed step.
+  other difference is an error naming the options. A new ``--steps`` stretches the cosine
+  schedule to the new total. ``log.csv`` is cut back to the resumed step.
 - The state file holds only tensors and plain containers and is read with
   ``torch.load(weights_only=True)``: a file carrying other pickled objects is refused, so no
   code from a run folder is ever executed.
@@ -34,8 +35,11 @@ The run folder ``out`` never loses work or good weights:
 - One run per folder: ``out/train.lock`` (created with ``O_EXCL``, holding pid and host); a
   lock whose process is dead is stale and taken over.
 - ``data`` empty trains on synthetic clips; an empty root name is an error. Every frame and
-  mask is checked before the first step (``scan_images``); a bad file is an error naming it.
-- Every file is written to a temporary name and renamed.
+  mask is checked before the first step (``scan_images``: it opens, PNG CRCs hold, frame and
+  mask sizes agree); a bad file is an error naming it (a JPEG damaged past its header is found
+  only when decoded, mid-run, and then also named; the last checkpoint stands).
+- Checkpoints, the final model and ``loss.png`` are written to a temporary name and renamed;
+  ``log.csv`` is rewritten so when a run starts, then appended to one row at a time.
 """
 
 from __future__ import annotations
@@ -337,7 +341,10 @@ def _run(cfg, model_config, rank, world, device, out, stop) -> Path:
 def _fresh_model(cfg: TrainConfig, model_config: HFSTIConfig | None) -> HFSTINet:
     """A new model: random (the backbone from ``cfg.backbone`` if given) or ``cfg.init_from``."""
     if cfg.init_from:
-        model = load_checkpoint(cfg.init_from)
+        try:
+            model = load_checkpoint(cfg.init_from)
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(f"init_from: {err}") from None
         if model_config is not None:
             check_model_config(model.config, model_config, f"init_from: {cfg.init_from}")
             model.set_backend(model_config.backend)

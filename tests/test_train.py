@@ -426,7 +426,7 @@ def test_out_that_is_a_file_or_read_only_is_named(tmp_path, monkeypatch, capsys)
     assert f"out: cannot write to {read_only}" in err, err
 
 
-def test_backbone_that_is_not_a_weights_file_is_named(tmp_path, capsys):
+def test_backbone_or_init_from_that_is_not_weights_is_named(tmp_path, capsys):
     junk = tmp_path / "pvt_v2_b2.pth"
     junk.write_bytes(os.urandom(512))
     for path, message in ((junk, "is not a PVTv2-b2 weights file"), (tmp_path / "no", "no such")):
@@ -435,3 +435,6 @@ def test_backbone_that_is_not_a_weights_file_is_named(tmp_path, capsys):
         err = cli_error(capsys)
         assert "backbone: " in err and message in err, err
         assert str(path) in err
+    absent = tmp_path / "absent.safetensors"
+    with pytest.raises(ValueError, match=f"init_from: weights: no such file {absent}"):
+        train(tiny_run(tmp_path / "run2", steps=1, init_from=str(absent)), TINY)
