@@ -2,8 +2,10 @@
 peak GPU memory, for the reference model and its accelerated variants.
 
 Providers: ``eager_fp32`` (the reference model), ``patched_fp32`` (``hfsti_kernels.patch``,
-Triton ops), ``compile`` (``torch.compile`` of the reference ``model.step``) and ``accelerated``
-(``hfsti_kernels.accelerate``, bf16 with CUDA graphs; skipped while that module is absent).
+Triton ops), ``compile`` (``torch.compile`` of the reference ``model.step``), ``accelerated``
+(``hfsti_kernels.accelerate``, bf16 with CUDA graphs; skipped while that module is absent) and
+``accelerated_cuda`` (the same on the CUDA backend, ``backend="cuda"``: the csrc kernels on the
+nvcc extension or CuPy; skipped without CUDA, as the host emulator would take minutes a frame).
 Training runs as ``hfsti train`` does: AdamW, bf16 autocast on a GPU.
 """
 
@@ -17,7 +19,8 @@ import torch
 
 from hfsti import HFSTIConfig, HFSTINet, HybridLoss, VideoSegmenter
 
-STREAM = ("eager_fp32", "patched_fp32", "accelerated", "compile")  # compile last: it is slowest
+# compile last: it is slowest
+STREAM = ("eager_fp32", "patched_fp32", "accelerated", "accelerated_cuda", "compile")
 TRAIN = ("eager", "patched")
 
 
@@ -33,6 +36,17 @@ def _triton_ok(cfg) -> None:
         pytest.skip("Triton ops need CUDA")
 
 
+def _cuda_kernels_ok(cfg) -> None:
+    from hfsti_kernels.cuda import runtime
+
+    if not cfg.cuda:
+        pytest.skip("CUDA backend: needs CUDA (emulated, the model takes minutes a frame)")
+    try:
+        runtime.require(torch.empty(0, device=cfg.device))
+    except ValueError as err:
+        pytest.skip(f"CUDA backend: {err}")
+
+
 def _segmenter(provider: str, batch: int, cfg):
     if provider == "patched_fp32":
         _triton_ok(cfg)
@@ -45,13 +59,19 @@ def _segmenter(provider: str, batch: int, cfg):
         model = _model(cfg).eval()
         model.step = torch.compile(model.step, dynamic=False)
         return VideoSegmenter(model)
-    if provider == "accelerated":
+    if provider in ("accelerated", "accelerated_cuda"):
         try:
             accelerate = importlib.import_module("hfsti_kernels.accelerate").accelerate
         except (ImportError, AttributeError) as err:
-            pytest.skip(f"accelerated: hfsti_kernels.accelerate is not available ({err})")
-        # On the CPU it runs eagerly, with the reference ops: wiring only.
-        return accelerate(_model(cfg), dtype=torch.bfloat16, cuda_graphs=True, batch_size=batch)
+            pytest.skip(f"{provider}: hfsti_kernels.accelerate is not available ({err})")
+        backend = "auto"
+        if provider == "accelerated_cuda":
+            _cuda_kernels_ok(cfg)
+            backend = "cuda"
+        # On the CPU "accelerated" runs eagerly, with the reference ops: wiring only.
+        return accelerate(
+            _model(cfg), torch.bfloat16, cuda_graphs=True, batch_size=batch, backend=backend
+        )
     return VideoSegmenter(_model(cfg).eval())
 
 
