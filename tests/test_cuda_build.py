@@ -326,6 +326,6 @@ def test_a_wheel_ships_the_sources_and_finds_them(tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     probe = "from hfsti_kernels.cuda import sources; print(sources.csrc_dir())"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=site,
                          env={**os.environ, "PYTHONPATH": str(site)}, check=True)  # fmt: skip
     assert Path(out.stdout.strip()) == site / "hfsti_kernels" / "csrc"
