@@ -73,6 +73,24 @@ def check_against_reference(op, inputs, tol, fn=None):
         assert_rel_close(g, r, tol, f"{op} grad of input {i}")
 
 
+def bad_inputs_test(cases):
+    """A test that each ``(id, call, exception type, message regex)`` of ``cases`` raises."""
+
+    @pytest.mark.parametrize("case", cases, ids=lambda c: c[0])
+    def test_bad_inputs_raise_naming_the_argument(case):
+        _, call, exc, match = case
+        with pytest.raises(exc, match=match):
+            call()
+
+    return test_bad_inputs_raise_naming_the_argument
+
+
+def check_wide_channels(op, C, c_out):
+    """More channels than one GEMM tile (2C' > 64 rows, C > 32): block loops and edges."""
+    inputs = fft_op_inputs(op, 1, C, 2, 3, torch.float64, c_out=c_out)
+    check_against_reference(op, inputs, TOLERANCE[torch.float64])
+
+
 # --------------------------------------------------------------------------- numerics
 
 SHAPES = [(1, 3, 5, 7), (2, 3, 11, 13), (2, 3, 6, 8)]  # odd, odd (model-like), even W

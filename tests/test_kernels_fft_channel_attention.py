@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for the op fixture below)
-from fft_op_suite import INTERPRETER_ONLY, KERNEL
+from fft_op_suite import INTERPRETER_ONLY, KERNEL, bad_inputs_test
 
 from hfsti_kernels import dft
 from hfsti_kernels.ops import fft_channel_attention as fca_mod
@@ -43,11 +43,7 @@ def _bad_cases():
     ]
 
 
-@pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c[0])
-def test_bad_inputs_raise_naming_the_argument(case):
-    _, call, exc, match = case
-    with pytest.raises(exc, match=match):
-        call()
+test_bad_inputs_raise_naming_the_argument = bad_inputs_test(_bad_cases())
 
 
 def test_triton_on_cpu_without_interpreter_is_refused(monkeypatch):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for the op fixture below)
-from fft_op_suite import INTERPRETER_ONLY, KERNEL, check_against_reference
+from fft_op_suite import INTERPRETER_ONLY, KERNEL, bad_inputs_test, check_wide_channels
 from helpers import TOLERANCE, assert_rel_close
 
 from hfsti import ops as ref
@@ -25,9 +25,7 @@ def op():
 
 
 def test_wide_channels():
-    """More channels than one GEMM tile (2C' = 66 > 64 rows, C > 32): block loops and edges."""
-    inputs = fft_op_inputs("fourier_unit", 1, 40, 2, 3, torch.float64, c_out=33)
-    check_against_reference("fourier_unit", inputs, TOLERANCE[torch.float64])
+    check_wide_channels("fourier_unit", 40, 33)
 
 
 def test_no_grad_skips_spectrum():
@@ -56,11 +54,7 @@ def _bad_cases():
     ]
 
 
-@pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c[0])
-def test_bad_inputs_raise_naming_the_argument(case):
-    _, call, exc, match = case
-    with pytest.raises(exc, match=match):
-        call()
+test_bad_inputs_raise_naming_the_argument = bad_inputs_test(_bad_cases())
 
 
 def test_backward_without_saved_spectrum_is_refused():

@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for the op fixture below)
-from fft_op_suite import INTERPRETER_ONLY, KERNEL, check_against_reference
-from helpers import TOLERANCE
+from fft_op_suite import INTERPRETER_ONLY, KERNEL, bad_inputs_test, check_wide_channels
 
 from hfsti_kernels._inputs import fft_op_inputs
 
@@ -22,9 +21,7 @@ def op():
 
 
 def test_wide_channels():
-    """More channels than one GEMM tile (2C = 66 > 64 rows, C > 32): block loops and edges."""
-    inputs = fft_op_inputs("gated_fusion", 1, 33, 2, 3, torch.float64, c_out=33)
-    check_against_reference("gated_fusion", inputs, TOLERANCE[torch.float64])
+    check_wide_channels("gated_fusion", 33, 33)
 
 
 def _bad_cases():
@@ -71,8 +68,4 @@ def _bad_cases():
     ]
 
 
-@pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c[0])
-def test_bad_inputs_raise_naming_the_argument(case):
-    _, call, exc, match = case
-    with pytest.raises(exc, match=match):
-        call()
+test_bad_inputs_raise_naming_the_argument = bad_inputs_test(_bad_cases())

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from hfsti._checks import compute_dtype
-from hfsti.ops import check_fft_channel_attention_inputs
+from hfsti.ops import autocast_policy, check_fft_channel_attention_inputs
 from hfsti.ops import fft_channel_attention as _reference
 from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
@@ -37,6 +37,7 @@ from hfsti_kernels._staged import (
     st_cplx_blk,
     staged_col_blk,
     staged_inv_h,
+    staged_inv_w,
     staged_inv_w_blk,
     staged_row_pass,
 )
@@ -95,6 +96,42 @@ def _spectrum_blk(FH_PTR, YR, YI, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE, DOT):
 
 
 @triton.jit
+def _qkv_row_passes(
+    Q_PTR, K_PTR, V_PTR, plane, H, W, FW_PTR, SCR_PTR, pid, S: tl.constexpr, NSLOT: tl.constexpr,
+    H_P: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, DTYPE: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    """Staged: the W passes ``t @ G`` of q's, k's and v's plane into slots S..S+5 (two each)."""
+    s0, s1 = slot_pair(SCR_PTR, pid, S, NSLOT, H_P, WH_P)
+    s2, s3 = slot_pair(SCR_PTR, pid, S + 2, NSLOT, H_P, WH_P)
+    s4, s5 = slot_pair(SCR_PTR, pid, S + 4, NSLOT, H_P, WH_P)
+    staged_row_pass(
+        Q_PTR + plane, W, H, W, FW_PTR, G_RE, s0, s1, H_P, W_P, WH_P, BM, BN, BK, DTYPE, DOT
+    )
+    staged_row_pass(
+        K_PTR + plane, W, H, W, FW_PTR, G_RE, s2, s3, H_P, W_P, WH_P, BM, BN, BK, DTYPE, DOT
+    )
+    staged_row_pass(
+        V_PTR + plane, W, H, W, FW_PTR, G_RE, s4, s5, H_P, W_P, WH_P, BM, BN, BK, DTYPE, DOT
+    )
+
+
+@triton.jit
+def _qkv_spectrum_blks(
+    FH_PTR, SCR_PTR, pid, S: tl.constexpr, NSLOT, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE, DOT
+):
+    """Staged: block (r0, c0) of the spectra of q, k, v from their W passes in slots S..S+5:
+    (qr, qi, kr, ki, vr, vi)."""
+    s0, s1 = slot_pair(SCR_PTR, pid, S, NSLOT, H_P, WH_P)
+    s2, s3 = slot_pair(SCR_PTR, pid, S + 2, NSLOT, H_P, WH_P)
+    s4, s5 = slot_pair(SCR_PTR, pid, S + 4, NSLOT, H_P, WH_P)
+    qr, qi = _spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE, DOT)
+    kr, ki = _spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE, DOT)
+    vr, vi = _spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE, DOT)
+    return qr, qi, kr, ki, vr, vi
+
+
+@triton.jit
 def _fca_fwd_kernel(
     Q_PTR, K_PTR, V_PTR, Y_PTR,  # (B, C, H, W) contiguous inputs and output
     FH_PTR, FW_PTR, SCR_PTR,  # DFT matrices; staged scratch
@@ -125,36 +162,26 @@ def _fca_fwd_kernel(
     else:
         dt = FH_PTR.dtype.element_ty
         s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-        s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
-        s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
         s6, s7 = slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
-        staged_row_pass(
-            Q_PTR + plane, W, H, W, FW_PTR, G_RE, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
-        )
-        staged_row_pass(
-            K_PTR + plane, W, H, W, FW_PTR, G_RE, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
-        )
-        staged_row_pass(
-            V_PTR + plane, W, H, W, FW_PTR, G_RE, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
-        )
+        _qkv_row_passes(
+            Q_PTR, K_PTR, V_PTR, plane, H, W, FW_PTR, SCR_PTR, pid, 0, NSLOT,
+            H_P, W_P, WH_P, BM, BN, BK, dt, DOT,
+        )  # fmt: skip
         tl.debug_barrier()
         for r0 in range(0, H_P, BM):
             for c0 in range(0, WH_P, BN):
-                qr, qi = _spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
-                kr, ki = _spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
-                vr, vi = _spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+                qr, qi, kr, ki, vr, vi = _qkv_spectrum_blks(
+                    FH_PTR, SCR_PTR, pid, 0, NSLOT, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT
+                )
                 mr, mi = cmul(kr, ki, vr, vi, False)
                 sr, si = cmul(qr, qi, mr, mi, False)
                 st_cplx_blk(s6, s7, sr, si, r0, c0, H_P, WH_P, BM, BN)
         tl.debug_barrier()
         staged_inv_h(FH_PTR, s6, s7, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
         tl.debug_barrier()
-        for r0 in range(0, H_P, BM):
-            for c0 in range(0, W_P, BNW):
-                y = staged_inv_w_blk(
-                    s0, s1, FW_PTR, CG_RE, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
-                )
-                st_blk(Y_PTR + plane, y, W, r0, c0, H, W, BM, BNW)
+        staged_inv_w(
+            s0, s1, FW_PTR, CG_RE, Y_PTR + plane, H, W, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
+        )
 
 
 @triton.jit
@@ -200,29 +227,23 @@ def _fca_bwd_kernel(
         s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
         s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
         s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
-        s6, s7 = slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
         s8, s9 = slot_pair(SCR_PTR, pid, 8, NSLOT, H_P, WH_P)
         s10, s11 = slot_pair(SCR_PTR, pid, 10, NSLOT, H_P, WH_P)
         s12, s13 = slot_pair(SCR_PTR, pid, 12, NSLOT, H_P, WH_P)
         staged_row_pass(
             DY_PTR + plane, W, H, W, FW_PTR, CG_RE, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
         )
-        staged_row_pass(
-            Q_PTR + plane, W, H, W, FW_PTR, G_RE, s2, s3, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
-        )
-        staged_row_pass(
-            K_PTR + plane, W, H, W, FW_PTR, G_RE, s4, s5, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
-        )
-        staged_row_pass(
-            V_PTR + plane, W, H, W, FW_PTR, G_RE, s6, s7, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
-        )
+        _qkv_row_passes(
+            Q_PTR, K_PTR, V_PTR, plane, H, W, FW_PTR, SCR_PTR, pid, 2, NSLOT,
+            H_P, W_P, WH_P, BM, BN, BK, dt, DOT,
+        )  # fmt: skip
         tl.debug_barrier()
         for r0 in range(0, H_P, BM):
             for c0 in range(0, WH_P, BN):
                 gr, gi = _spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
-                qr, qi = _spectrum_blk(FH_PTR, s2, s3, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
-                kr, ki = _spectrum_blk(FH_PTR, s4, s5, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
-                vr, vi = _spectrum_blk(FH_PTR, s6, s7, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
+                qr, qi, kr, ki, vr, vi = _qkv_spectrum_blks(
+                    FH_PTR, SCR_PTR, pid, 2, NSLOT, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT
+                )
                 ar, ai = _grad_spectrum(gr, gi, kr, ki, vr, vi)
                 st_cplx_blk(s8, s9, ar, ai, r0, c0, H_P, WH_P, BM, BN)
                 ar, ai = _grad_spectrum(gr, gi, qr, qi, vr, vi)
@@ -308,6 +329,7 @@ def _fca_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tens
 _registry.register_implementation("fft_channel_attention", "triton", _fca_triton)
 
 
+@autocast_policy("lower")
 def fft_channel_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str | None = None
 ) -> torch.Tensor:

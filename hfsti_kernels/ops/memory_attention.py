@@ -28,13 +28,17 @@
 # Limits: d <= 128 (a q tile and its accumulator stay in registers); block sizes are fixed per
 # (dtype, d) instead of autotuned, because autotuning times kernels on the first call (which
 # breaks CUDA-graph capture) and a different BLOCK_M would change dbias's summation order.
+#
+# Over 500 lines: one op's four kernels (the forward and the three backward steps that keep every
+# gradient deterministic), their tile helpers and the per-dtype launch table; the split by
+# concern that the FFT ops need (shared DFT and staged machinery) has nothing to share here.
 
 import torch
 import triton
 import triton.language as tl
 
 from hfsti._checks import compute_dtype
-from hfsti.ops import check_memory_attention_inputs
+from hfsti.ops import autocast_policy, check_memory_attention_inputs
 from hfsti.ops import memory_attention as reference_memory_attention
 from hfsti_kernels import _registry
 from hfsti_kernels._backend import interpreter_enabled, select_backend
@@ -109,13 +113,13 @@ def _program_block(H, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _tile_ptrs(PTR, off_b, off_h, rows, cols, stride_b, stride_h, stride_r, stride_c):
+def _tile_ptrs(PTR, off_b, off_h, rows, cols, sb, sh, sr, sc):
     """Pointers to PTR[off_b, off_h, rows, cols] of a (B, H, R, C) tensor with any strides.
 
     rows and cols come broadcast: (offs_r[:, None], offs_c[None, :]) reads a (R, C) tile,
     (offs_r[None, :], offs_c[:, None]) the same tile transposed.
     """
-    return PTR + off_b * stride_b + off_h * stride_h + rows * stride_r + cols * stride_c
+    return PTR + off_b * sb + off_h * sh + rows * sr + cols * sc
 
 
 @triton.jit
@@ -148,11 +152,11 @@ def _scores(
 
 @triton.jit
 def _ma_fwd_kernel(
-    Q_PTR, stride_qb, stride_qh, stride_qm, stride_qd,  # (B, H, N_Q, HEAD_D)
-    K_PTR, stride_kb, stride_kh, stride_kn, stride_kd,  # (B, H, N_K, HEAD_D)
-    V_PTR, stride_vb, stride_vh, stride_vn, stride_vd,  # (B, H, N_K, HEAD_D)
-    BIAS_PTR, stride_bb, stride_bh, stride_bn,  # (B, H, N_K); zero strides broadcast
-    O_PTR, stride_ob, stride_oh, stride_om, stride_od,  # (B, H, N_Q, HEAD_D) output
+    Q_PTR, sqb, sqh, sqm, sqd,  # (B, H, N_Q, HEAD_D)
+    K_PTR, skb, skh, skn, skd,  # (B, H, N_K, HEAD_D)
+    V_PTR, svb, svh, svn, svd,  # (B, H, N_K, HEAD_D)
+    BIAS_PTR, sbb, sbh, sbn,  # (B, H, N_K); zero strides broadcast
+    O_PTR, sob, soh, som, sod,  # (B, H, N_Q, HEAD_D) output
     LSE_PTR,  # (B, H, N_Q) contiguous output, accumulation dtype
     H, N_Q, N_K, HEAD_D, qk_scale: tl.float64,
     HAS_BIAS: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
@@ -178,18 +182,12 @@ def _ma_fwd_kernel(
     d_ok = offs_d < HEAD_D
 
     rows_m, cols_d = offs_m[:, None], offs_d[None, :]
-    q_ptrs = _tile_ptrs(
-        Q_PTR, off_b, off_h, rows_m, cols_d, stride_qb, stride_qh, stride_qm, stride_qd
-    )
+    q_ptrs = _tile_ptrs(Q_PTR, off_b, off_h, rows_m, cols_d, sqb, sqh, sqm, sqd)
     # K is read transposed, (BLOCK_D, BLOCK_N), so q @ k^T is a plain dot.
     rows_nt, cols_dt = offs_n[None, :], offs_d[:, None]
-    kt_ptrs = _tile_ptrs(
-        K_PTR, off_b, off_h, rows_nt, cols_dt, stride_kb, stride_kh, stride_kn, stride_kd
-    )
-    v_ptrs = _tile_ptrs(
-        V_PTR, off_b, off_h, offs_n[:, None], cols_d, stride_vb, stride_vh, stride_vn, stride_vd
-    )
-    b_ptrs = BIAS_PTR + off_b * stride_bb + off_h * stride_bh + offs_n * stride_bn
+    kt_ptrs = _tile_ptrs(K_PTR, off_b, off_h, rows_nt, cols_dt, skb, skh, skn, skd)
+    v_ptrs = _tile_ptrs(V_PTR, off_b, off_h, offs_n[:, None], cols_d, svb, svh, svn, svd)
+    b_ptrs = BIAS_PTR + off_b * sbb + off_h * sbh + offs_n * sbn
 
     q = _load_tile(q_ptrs, m_ok, d_ok, EVEN_M, EVEN_D)
     m_i = tl.full((BLOCK_M,), NEG_BIG, acc_ty)
@@ -197,28 +195,26 @@ def _ma_fwd_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_D), acc_ty)
     for start_n in range(0, N_K, BLOCK_N):
         n_ok = start_n + offs_n < N_K
-        kt = _load_tile(kt_ptrs + start_n * stride_kn, d_ok, n_ok, EVEN_D, EVEN_N)
-        s = _scores(q, kt, b_ptrs + start_n * stride_bn, n_ok, qk_scale, HAS_BIAS, EVEN_N, DOT)
+        kt = _load_tile(kt_ptrs + start_n * skn, d_ok, n_ok, EVEN_D, EVEN_N)
+        s = _scores(q, kt, b_ptrs + start_n * sbn, n_ok, qk_scale, HAS_BIAS, EVEN_N, DOT)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_tile(v_ptrs + start_n * stride_vn, n_ok, d_ok, EVEN_N, EVEN_D)
+        v = _load_tile(v_ptrs + start_n * svn, n_ok, d_ok, EVEN_N, EVEN_D)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT, out_dtype=acc_ty)
         m_i = m_new
 
     o = acc / l_i[:, None]
-    o_ptrs = _tile_ptrs(
-        O_PTR, off_b, off_h, rows_m, cols_d, stride_ob, stride_oh, stride_om, stride_od
-    )
+    o_ptrs = _tile_ptrs(O_PTR, off_b, off_h, rows_m, cols_d, sob, soh, som, sod)
     _store_tile(o_ptrs, o.to(O_PTR.dtype.element_ty), m_ok, d_ok, EVEN_M, EVEN_D)
     _store_row(LSE_PTR + pid_bh.to(tl.int64) * N_Q + offs_m, m_i + tl.log2(l_i), m_ok, EVEN_M)
 
 
 @triton.jit
 def _ma_bwd_delta_kernel(
-    O_PTR, stride_ob, stride_oh, stride_om, stride_od,  # (B, H, N_Q, HEAD_D)
-    DO_PTR, stride_dob, stride_doh, stride_dom, stride_dod,  # (B, H, N_Q, HEAD_D)
+    O_PTR, sob, soh, som, sod,  # (B, H, N_Q, HEAD_D)
+    DO_PTR, sdob, sdoh, sdom, sdod,  # (B, H, N_Q, HEAD_D)
     DELTA_PTR,  # (B, H, N_Q) contiguous output, accumulation dtype
     H, N_Q, HEAD_D,
     EVEN_M: tl.constexpr, EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -235,12 +231,8 @@ def _ma_bwd_delta_kernel(
     m_ok = offs_m < N_Q
     d_ok = offs_d < HEAD_D
     rows_m, cols_d = offs_m[:, None], offs_d[None, :]
-    o_ptrs = _tile_ptrs(
-        O_PTR, off_b, off_h, rows_m, cols_d, stride_ob, stride_oh, stride_om, stride_od
-    )
-    do_ptrs = _tile_ptrs(
-        DO_PTR, off_b, off_h, rows_m, cols_d, stride_dob, stride_doh, stride_dom, stride_dod
-    )
+    o_ptrs = _tile_ptrs(O_PTR, off_b, off_h, rows_m, cols_d, sob, soh, som, sod)
+    do_ptrs = _tile_ptrs(DO_PTR, off_b, off_h, rows_m, cols_d, sdob, sdoh, sdom, sdod)
     o = _load_tile(o_ptrs, m_ok, d_ok, EVEN_M, EVEN_D).to(acc_ty)
     do = _load_tile(do_ptrs, m_ok, d_ok, EVEN_M, EVEN_D).to(acc_ty)
     delta = tl.sum(o * do, 1)
@@ -249,11 +241,11 @@ def _ma_bwd_delta_kernel(
 
 @triton.jit
 def _ma_bwd_dkdv_kernel(
-    Q_PTR, stride_qb, stride_qh, stride_qm, stride_qd,  # (B, H, N_Q, HEAD_D)
-    K_PTR, stride_kb, stride_kh, stride_kn, stride_kd,  # (B, H, N_K, HEAD_D)
-    V_PTR, stride_vb, stride_vh, stride_vn, stride_vd,  # (B, H, N_K, HEAD_D)
-    BIAS_PTR, stride_bb, stride_bh, stride_bn,  # (B, H, N_K); zero strides broadcast
-    DO_PTR, stride_dob, stride_doh, stride_dom, stride_dod,  # (B, H, N_Q, HEAD_D)
+    Q_PTR, sqb, sqh, sqm, sqd,  # (B, H, N_Q, HEAD_D)
+    K_PTR, skb, skh, skn, skd,  # (B, H, N_K, HEAD_D)
+    V_PTR, svb, svh, svn, svd,  # (B, H, N_K, HEAD_D)
+    BIAS_PTR, sbb, sbh, sbn,  # (B, H, N_K); zero strides broadcast
+    DO_PTR, sdob, sdoh, sdom, sdod,  # (B, H, N_Q, HEAD_D)
     LSE_PTR, DELTA_PTR,  # (B, H, N_Q) contiguous, accumulation dtype
     DK_PTR, DV_PTR, DBIAS_PTR,  # outputs: (B, H, N_K, HEAD_D) x2 contiguous; (B, H, N_K)
     H, N_Q, N_K, HEAD_D, sm_scale: tl.float64, qk_scale: tl.float64,
@@ -284,26 +276,18 @@ def _ma_bwd_dkdv_kernel(
     d_ok = offs_d < HEAD_D
 
     rows_n, cols_d = offs_n[:, None], offs_d[None, :]
-    k_ptrs = _tile_ptrs(
-        K_PTR, off_b, off_h, rows_n, cols_d, stride_kb, stride_kh, stride_kn, stride_kd
-    )
-    v_ptrs = _tile_ptrs(
-        V_PTR, off_b, off_h, rows_n, cols_d, stride_vb, stride_vh, stride_vn, stride_vd
-    )
+    k_ptrs = _tile_ptrs(K_PTR, off_b, off_h, rows_n, cols_d, skb, skh, skn, skd)
+    v_ptrs = _tile_ptrs(V_PTR, off_b, off_h, rows_n, cols_d, svb, svh, svn, svd)
     k = _load_tile(k_ptrs, n_ok, d_ok, EVEN_N, EVEN_D)
     v = _load_tile(v_ptrs, n_ok, d_ok, EVEN_N, EVEN_D)
     if HAS_BIAS:
-        b_ptrs = BIAS_PTR + off_b * stride_bb + off_h * stride_bh + offs_n * stride_bn
+        b_ptrs = BIAS_PTR + off_b * sbb + off_h * sbh + offs_n * sbn
         bias = _load_row(b_ptrs, n_ok, 0.0, EVEN_N).to(acc_ty) * log2e
 
     # Q and dO read transposed, (BLOCK_D, BLOCK_M).
     rows_mt, cols_dt = offs_m[None, :], offs_d[:, None]
-    qt_ptrs = _tile_ptrs(
-        Q_PTR, off_b, off_h, rows_mt, cols_dt, stride_qb, stride_qh, stride_qm, stride_qd
-    )
-    dot_ptrs = _tile_ptrs(
-        DO_PTR, off_b, off_h, rows_mt, cols_dt, stride_dob, stride_doh, stride_dom, stride_dod
-    )
+    qt_ptrs = _tile_ptrs(Q_PTR, off_b, off_h, rows_mt, cols_dt, sqb, sqh, sqm, sqd)
+    dot_ptrs = _tile_ptrs(DO_PTR, off_b, off_h, rows_mt, cols_dt, sdob, sdoh, sdom, sdod)
     lse_ptrs = LSE_PTR + pid_bh.to(tl.int64) * N_Q + offs_m
     delta_ptrs = DELTA_PTR + pid_bh.to(tl.int64) * N_Q + offs_m
 
@@ -312,8 +296,8 @@ def _ma_bwd_dkdv_kernel(
     dbias = tl.zeros((BLOCK_N,), acc_ty)
     for start_m in range(0, N_Q, BLOCK_M):
         m_ok = start_m + offs_m < N_Q
-        qt = _load_tile(qt_ptrs + start_m * stride_qm, d_ok, m_ok, EVEN_D, EVEN_M)
-        dot = _load_tile(dot_ptrs + start_m * stride_dom, d_ok, m_ok, EVEN_D, EVEN_M)
+        qt = _load_tile(qt_ptrs + start_m * sqm, d_ok, m_ok, EVEN_D, EVEN_M)
+        dot = _load_tile(dot_ptrs + start_m * sdom, d_ok, m_ok, EVEN_D, EVEN_M)
         # A padded query row gets lse = +BIG, so its probabilities are exactly 0.
         lse = _load_row(lse_ptrs + start_m, m_ok, -NEG_BIG, EVEN_M)
         delta = _load_row(delta_ptrs + start_m, m_ok, 0.0, EVEN_M)
@@ -341,11 +325,11 @@ def _ma_bwd_dkdv_kernel(
 
 @triton.jit
 def _ma_bwd_dq_kernel(
-    Q_PTR, stride_qb, stride_qh, stride_qm, stride_qd,  # (B, H, N_Q, HEAD_D)
-    K_PTR, stride_kb, stride_kh, stride_kn, stride_kd,  # (B, H, N_K, HEAD_D)
-    V_PTR, stride_vb, stride_vh, stride_vn, stride_vd,  # (B, H, N_K, HEAD_D)
-    BIAS_PTR, stride_bb, stride_bh, stride_bn,  # (B, H, N_K); zero strides broadcast
-    DO_PTR, stride_dob, stride_doh, stride_dom, stride_dod,  # (B, H, N_Q, HEAD_D)
+    Q_PTR, sqb, sqh, sqm, sqd,  # (B, H, N_Q, HEAD_D)
+    K_PTR, skb, skh, skn, skd,  # (B, H, N_K, HEAD_D)
+    V_PTR, svb, svh, svn, svd,  # (B, H, N_K, HEAD_D)
+    BIAS_PTR, sbb, sbh, sbn,  # (B, H, N_K); zero strides broadcast
+    DO_PTR, sdob, sdoh, sdom, sdod,  # (B, H, N_Q, HEAD_D)
     LSE_PTR, DELTA_PTR,  # (B, H, N_Q) contiguous, accumulation dtype
     DQ_PTR,  # output: (B, H, N_Q, HEAD_D) contiguous
     H, N_Q, N_K, HEAD_D, sm_scale: tl.float64, qk_scale: tl.float64,
@@ -372,12 +356,8 @@ def _ma_bwd_dq_kernel(
     d_ok = offs_d < HEAD_D
 
     rows_m, cols_d = offs_m[:, None], offs_d[None, :]
-    q_ptrs = _tile_ptrs(
-        Q_PTR, off_b, off_h, rows_m, cols_d, stride_qb, stride_qh, stride_qm, stride_qd
-    )
-    do_ptrs = _tile_ptrs(
-        DO_PTR, off_b, off_h, rows_m, cols_d, stride_dob, stride_doh, stride_dom, stride_dod
-    )
+    q_ptrs = _tile_ptrs(Q_PTR, off_b, off_h, rows_m, cols_d, sqb, sqh, sqm, sqd)
+    do_ptrs = _tile_ptrs(DO_PTR, off_b, off_h, rows_m, cols_d, sdob, sdoh, sdom, sdod)
     q = _load_tile(q_ptrs, m_ok, d_ok, EVEN_M, EVEN_D)
     do = _load_tile(do_ptrs, m_ok, d_ok, EVEN_M, EVEN_D)
     # A padded query row gets lse = +BIG, so its probabilities are exactly 0.
@@ -386,20 +366,16 @@ def _ma_bwd_dq_kernel(
 
     # K and V read transposed, (BLOCK_D, BLOCK_N).
     rows_nt, cols_dt = offs_n[None, :], offs_d[:, None]
-    kt_ptrs = _tile_ptrs(
-        K_PTR, off_b, off_h, rows_nt, cols_dt, stride_kb, stride_kh, stride_kn, stride_kd
-    )
-    vt_ptrs = _tile_ptrs(
-        V_PTR, off_b, off_h, rows_nt, cols_dt, stride_vb, stride_vh, stride_vn, stride_vd
-    )
-    b_ptrs = BIAS_PTR + off_b * stride_bb + off_h * stride_bh + offs_n * stride_bn
+    kt_ptrs = _tile_ptrs(K_PTR, off_b, off_h, rows_nt, cols_dt, skb, skh, skn, skd)
+    vt_ptrs = _tile_ptrs(V_PTR, off_b, off_h, rows_nt, cols_dt, svb, svh, svn, svd)
+    b_ptrs = BIAS_PTR + off_b * sbb + off_h * sbh + offs_n * sbn
 
     dq = tl.zeros((BLOCK_M, BLOCK_D), acc_ty)
     for start_n in range(0, N_K, BLOCK_N):
         n_ok = start_n + offs_n < N_K
-        kt = _load_tile(kt_ptrs + start_n * stride_kn, d_ok, n_ok, EVEN_D, EVEN_N)
-        vt = _load_tile(vt_ptrs + start_n * stride_vn, d_ok, n_ok, EVEN_D, EVEN_N)
-        s = _scores(q, kt, b_ptrs + start_n * stride_bn, n_ok, qk_scale, HAS_BIAS, EVEN_N, DOT)
+        kt = _load_tile(kt_ptrs + start_n * skn, d_ok, n_ok, EVEN_D, EVEN_N)
+        vt = _load_tile(vt_ptrs + start_n * svn, d_ok, n_ok, EVEN_D, EVEN_N)
+        s = _scores(q, kt, b_ptrs + start_n * sbn, n_ok, qk_scale, HAS_BIAS, EVEN_N, DOT)
         p = tl.exp2(s - lse[:, None])
         dp = tl.dot(do, vt, input_precision=DOT, out_dtype=acc_ty)
         ds = p * (dp - delta[:, None])
@@ -655,6 +631,7 @@ def _ma_triton(
 _registry.register_implementation("memory_attention", "triton", _ma_triton)
 
 
+@autocast_policy("lower")
 def memory_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -682,12 +659,12 @@ def memory_attention(
         Differentiable in q, k, v and key_bias; backward is deterministic.
     """
     check_memory_attention_inputs(q, k, v, key_bias, scale)
-    name = select_backend(backend, q)
-    if name == "reference":
-        return reference_memory_attention(q, k, v, key_bias, scale)
-    if fp32_precision not in FP32_PRECISIONS:
+    if fp32_precision not in FP32_PRECISIONS:  # checked on every backend, the reference's too
         raise ValueError(
             f"fp32_precision: expected one of {FP32_PRECISIONS}, got {fp32_precision!r}"
         )
+    name = select_backend(backend, q)
+    if name == "reference":
+        return reference_memory_attention(q, k, v, key_bias, scale)
     impl = _registry.implementation("memory_attention", name)
     return impl(q, k, v, key_bias, scale, fp32_precision=fp32_precision)

@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from hfsti._checks import compute_dtype
-from hfsti.ops import check_loss_inputs
+from hfsti.ops import autocast_policy, check_loss_inputs
 from hfsti.ops import spectral_correlation_loss as _reference
 from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
@@ -77,24 +77,12 @@ def _sigmoid(x):
 
 @triton.jit
 def _scc_fwd_kernel(
-    X_PTR,
-    T_PTR,
-    FH_PTR,
-    FW_PTR,
-    SPEC_PTR,
-    PART_PTR,
-    H,
-    W,
-    eps,
-    H_P: tl.constexpr,
-    W_P: tl.constexpr,
-    WH_P: tl.constexpr,
-    BK: tl.constexpr,
-    BL: tl.constexpr,
-    BH: tl.constexpr,
-    BW: tl.constexpr,
-    DOT: tl.constexpr,
-):
+    X_PTR, T_PTR, FH_PTR, FW_PTR,  # (B, 1, H, W) logits, target; DFT matrices
+    SPEC_PTR, PART_PTR,  # outputs: (B, 3, H, W // 2 + 1) spectra; (B, n_blocks, 6) moments
+    H, W, eps,
+    H_P: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr,
+    BK: tl.constexpr, BL: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
     """Grid (B, cdiv(H, BK), cdiv(W // 2 + 1, BL)); one program per spectrum block.
 
     X_PTR, T_PTR: (B, 1, H, W) contiguous logits and target.
@@ -223,26 +211,12 @@ def _scc_finalize_kernel(PART_PTR, COEF_PTR, OUT_PTR, B, N_BLOCKS, eps, BLOCK_T:
 
 @triton.jit
 def _scc_bwd_kernel(
-    DOUT_PTR,
-    X_PTR,
-    SPEC_PTR,
-    COEF_PTR,
-    FH_PTR,
-    FW_PTR,
-    DX_PTR,
-    B,
-    H,
-    W,
-    eps,
-    H_P: tl.constexpr,
-    W_P: tl.constexpr,
-    WH_P: tl.constexpr,
-    BK: tl.constexpr,
-    BL: tl.constexpr,
-    BH: tl.constexpr,
-    BW: tl.constexpr,
-    DOT: tl.constexpr,
-):
+    DOUT_PTR, X_PTR, SPEC_PTR, COEF_PTR,  # 0-d; (B, 1, H, W); saved spectra and coefficients
+    FH_PTR, FW_PTR, DX_PTR,  # DFT matrices; (B, 1, H, W) output
+    B, H, W, eps,
+    H_P: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr,
+    BK: tl.constexpr, BL: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
     """Grid (B, cdiv(H, BH), cdiv(W, BW)); one program per block of dlogits.
 
     DOUT_PTR: 0-d incoming gradient; X_PTR: (B, 1, H, W) contiguous logits;
@@ -303,28 +277,17 @@ def _tiles(x: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor) -> dict[str, int
     return dict(H_P=H_P, W_P=W_P, WH_P=WH_P)
 
 
-def _fwd_meta(meta: dict[str, int]) -> dict[str, int]:
-    """Forward: output blocks over (k, l), contraction blocks over (h, w)."""
-    return dict(
-        meta,
-        BK=min(OUT_BLOCK, meta["H_P"]),
-        BL=min(OUT_BLOCK, meta["WH_P"]),
-        BH=RED_BLOCK,
-        BW=RED_BLOCK,
-        num_warps=NUM_WARPS,
+def _blocks(meta: dict[str, int], forward: bool) -> dict[str, int]:
+    """``meta`` with the block sizes: the forward's output blocks run over (k, l) and its
+    contraction blocks over (h, w), the backward's the other way round."""
+    out_rows, out_cols, red_rows, red_cols = (
+        ("BK", "BL", "BH", "BW") if forward else ("BH", "BW", "BK", "BL")
     )
-
-
-def _bwd_meta(meta: dict[str, int]) -> dict[str, int]:
-    """Backward: output blocks over (h, w), contraction blocks over (k, l)."""
-    return dict(
-        meta,
-        BH=min(OUT_BLOCK, meta["H_P"]),
-        BW=min(OUT_BLOCK, meta["W_P"]),
-        BK=RED_BLOCK,
-        BL=RED_BLOCK,
-        num_warps=NUM_WARPS,
-    )
+    out_w = meta["WH_P"] if forward else meta["W_P"]
+    return {
+        **meta, out_rows: min(OUT_BLOCK, meta["H_P"]), out_cols: min(OUT_BLOCK, out_w),
+        red_rows: RED_BLOCK, red_cols: RED_BLOCK, "num_warps": NUM_WARPS,
+    }  # fmt: skip
 
 
 @_registry.triton_kernel_op("hfsti::spectral_correlation_loss")
@@ -334,7 +297,7 @@ def _scc_op(
     meta = _tiles(logits, fh, fw)
     B, _, H, W = logits.shape
     x, t = logits.contiguous(), target.contiguous()
-    meta = _fwd_meta(meta)
+    meta = _blocks(meta, forward=True)
     grid = (B, triton.cdiv(H, meta["BK"]), triton.cdiv(W // 2 + 1, meta["BL"]))
     n_blocks = grid[1] * grid[2]
     spec = torch.empty((B, 3, H, W // 2 + 1), dtype=fh.dtype, device=x.device)
@@ -342,31 +305,13 @@ def _scc_op(
     coef = torch.empty((B, N_COEFS), dtype=fh.dtype, device=x.device)
     loss = torch.empty((), dtype=x.dtype, device=x.device)
     _registry.launch(
-        _scc_fwd_kernel,
-        grid,
-        x,
-        t,
-        fh,
-        fw,
-        spec,
-        part,
-        H,
-        W,
-        eps,
-        DOT=dft.dot_precision(x.dtype),
+        _scc_fwd_kernel, grid, x, t, fh, fw, spec, part, H, W, eps, DOT=dft.dot_precision(x.dtype),
         **meta,
-    )
+    )  # fmt: skip
     _registry.launch(
-        _scc_finalize_kernel,
-        (1,),
-        part,
-        coef,
-        loss,
-        B,
-        n_blocks,
-        eps,
+        _scc_finalize_kernel, (1,), part, coef, loss, B, n_blocks, eps,
         BLOCK_T=min(1024, triton.next_power_of_2(n_blocks)),
-    )
+    )  # fmt: skip
     return loss, spec, coef
 
 
@@ -384,25 +329,12 @@ def _scc_bwd_op(
     B, _, H, W = logits.shape
     x = logits.contiguous()
     dx = torch.empty_like(x)
-    meta = _bwd_meta(meta)
+    meta = _blocks(meta, forward=False)
     grid = (B, triton.cdiv(H, meta["BH"]), triton.cdiv(W, meta["BW"]))
     _registry.launch(
-        _scc_bwd_kernel,
-        grid,
-        dout.contiguous(),
-        x,
-        spec,
-        coef,
-        fh,
-        fw,
-        dx,
-        B,
-        H,
-        W,
-        eps,
-        DOT=dft.dot_precision(x.dtype),
-        **meta,
-    )
+        _scc_bwd_kernel, grid, dout.contiguous(), x, spec, coef, fh, fw, dx, B, H, W, eps,
+        DOT=dft.dot_precision(x.dtype), **meta,
+    )  # fmt: skip
     return dx
 
 
@@ -431,6 +363,7 @@ def _scc_triton(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -
 _registry.register_implementation("spectral_correlation_loss", "triton", _scc_triton)
 
 
+@autocast_policy("fp32")
 def spectral_correlation_loss(
     logits: torch.Tensor,
     target: torch.Tensor,

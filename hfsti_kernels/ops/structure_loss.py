@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from hfsti._checks import compute_dtype
-from hfsti.ops import check_loss_inputs
+from hfsti.ops import autocast_policy, check_loss_inputs
 from hfsti.ops import structure_loss as _reference
 from hfsti_kernels import _registry
 from hfsti_kernels._backend import select_backend
@@ -62,17 +62,9 @@ def _sigmoid_parts(x):
 
 @triton.jit
 def _tile_terms(
-    X_PTR,
-    T_PTR,
-    plane,
-    r0,
-    c0,
-    H,
-    W,
-    BLOCK: tl.constexpr,
-    RADIUS: tl.constexpr,
-    DTYPE: tl.constexpr,
-):
+    X_PTR, T_PTR, plane, r0, c0, H, W,
+    BLOCK: tl.constexpr, RADIUS: tl.constexpr, DTYPE: tl.constexpr,
+):  # fmt: skip
     """Logits x, target t, weight w and validity mask of the (BLOCK, BLOCK) tile at (r0, c0).
 
     X_PTR, T_PTR: (B, 1, H, W) contiguous; ``plane`` is the image's element offset.
@@ -104,14 +96,8 @@ def _tile_terms(
 
 @triton.jit
 def _sl_partial_kernel(
-    X_PTR,
-    T_PTR,
-    PART_PTR,
-    H,
-    W,
-    BLOCK: tl.constexpr,
-    RADIUS: tl.constexpr,
-):
+    X_PTR, T_PTR, PART_PTR, H, W, BLOCK: tl.constexpr, RADIUS: tl.constexpr
+):  # fmt: skip
     """Grid (B, tiles along H, tiles along W); one program per tile.
 
     X_PTR, T_PTR: (B, 1, H, W) contiguous logits and target.
@@ -170,17 +156,8 @@ def _sl_finalize_kernel(PART_PTR, STATS_PTR, OUT_PTR, B, N_TILES, BLOCK_T: tl.co
 
 @triton.jit
 def _sl_bwd_kernel(
-    DOUT_PTR,
-    X_PTR,
-    T_PTR,
-    STATS_PTR,
-    DX_PTR,
-    B,
-    H,
-    W,
-    BLOCK: tl.constexpr,
-    RADIUS: tl.constexpr,
-):
+    DOUT_PTR, X_PTR, T_PTR, STATS_PTR, DX_PTR, B, H, W, BLOCK: tl.constexpr, RADIUS: tl.constexpr
+):  # fmt: skip
     """Grid (B, tiles along H, tiles along W); one program per tile.
 
     DOUT_PTR: 0-d incoming gradient; X_PTR, T_PTR: (B, 1, H, W) contiguous;
@@ -221,18 +198,12 @@ def _sl_op(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, to
     stats = torch.empty((B, N_STATS), dtype=cdtype, device=x.device)
     loss = torch.empty((), dtype=x.dtype, device=x.device)
     _registry.launch(
-        _sl_partial_kernel, grid, x, t, part, x.shape[2], x.shape[3], BLOCK=BLOCK, RADIUS=RADIUS
-    )
+        _sl_partial_kernel, grid, x, t, part, x.shape[2], x.shape[3], BLOCK=BLOCK, RADIUS=RADIUS,
+    )  # fmt: skip
     _registry.launch(
-        _sl_finalize_kernel,
-        (1,),
-        part,
-        stats,
-        loss,
-        B,
-        n_tiles,
+        _sl_finalize_kernel, (1,), part, stats, loss, B, n_tiles,
         BLOCK_T=min(1024, triton.next_power_of_2(n_tiles)),
-    )
+    )  # fmt: skip
     return loss, stats
 
 
@@ -243,19 +214,9 @@ def _sl_bwd_op(
     x, t, _, grid = _prepare(logits, target)
     dx = torch.empty_like(x)
     _registry.launch(
-        _sl_bwd_kernel,
-        grid,
-        dout.contiguous(),
-        x,
-        t,
-        stats,
-        dx,
-        x.shape[0],
-        x.shape[2],
-        x.shape[3],
-        BLOCK=BLOCK,
-        RADIUS=RADIUS,
-    )
+        _sl_bwd_kernel, grid, dout.contiguous(), x, t, stats, dx, x.shape[0], x.shape[2],
+        x.shape[3], BLOCK=BLOCK, RADIUS=RADIUS,
+    )  # fmt: skip
     return dx
 
 
@@ -281,6 +242,7 @@ def _sl_triton(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 _registry.register_implementation("structure_loss", "triton", _sl_triton)
 
 
+@autocast_policy("fp32")
 def structure_loss(
     logits: torch.Tensor, target: torch.Tensor, *, backend: str | None = None
 ) -> torch.Tensor:
