@@ -13,7 +13,8 @@
 //
 // Inputs and outputs are contiguous (B, C, H, W); the Python side makes them so. Storage T is
 // double, float, hfsti::half_t or hfsti::bf16_t; arithmetic in acc_t<T> (double or float).
-// Limits: see hfsti/fft.h (any H, W >= 1; int indexing within a plane).
+// Limits: see hfsti/fft.h (any H, W >= 1; int indexing within a plane); at most 512 threads a
+// block (__launch_bounds__, so at most 128 registers a thread).
 #include "hfsti/runtime.h"
 #include "hfsti/fft.h"
 
@@ -45,7 +46,7 @@ __device__ void irfft2_to(T* y, int H, int W, cplx<A>* spec, cplx<A>* tmp, const
 //       or a global array of gridDim.x such slices.
 // clang-format off
 template <class T>
-__global__ void hfsti_fca_fwd(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ y, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+__global__ void __launch_bounds__(512, 1) hfsti_fca_fwd(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ y, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
@@ -70,13 +71,13 @@ __global__ void hfsti_fca_fwd(const T* __restrict__ q, const T* __restrict__ k, 
 //       global array of gridDim.x such slices.
 // clang-format off
 template <class T>
-__global__ void hfsti_fca_bwd(const T* __restrict__ dy, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ dq, T* __restrict__ dk, T* __restrict__ dv, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+__global__ void __launch_bounds__(512, 1) hfsti_fca_bwd(const T* __restrict__ dy, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ dq, T* __restrict__ dk, T* __restrict__ dv, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
   using hfsti::fft::cmulc;
   HFSTI_DYNAMIC_SHARED(double, smem);
   const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 4);
-  hfsti::fft::cplx<A>*b0 = w.buf[0], *b1 = w.buf[1], *b2 = w.buf[2], *b3 = w.buf[3];
+  hfsti::fft::cplx<A> *b0 = w.buf[0], *b1 = w.buf[1], *b2 = w.buf[2], *b3 = w.buf[3];
   const int n = H * (W / 2 + 1);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const long long off = (long long)pl * H * W;

@@ -20,7 +20,8 @@
 //     dx = irfft2_strict((gZ_re + i gZ_im) / c')    hfsti_fu_out_bwd (per input plane)
 //
 // x, dy, y, dx are contiguous storage-type (T) tensors; Z, P, gP, gZ are compute-type (A) arrays
-// (float32, or float64 for float64 inputs). Limits: those of hfsti/fft.h.
+// (float32, or float64 for float64 inputs). Limits: those of hfsti/fft.h; at most 512 threads a
+// block (__launch_bounds__).
 #include "hfsti/runtime.h"
 #include "hfsti/fft.h"
 
@@ -30,7 +31,7 @@
 //       gridDim.x such slices.
 // clang-format off
 template <class T>
-__global__ void hfsti_fu_spec(const T* __restrict__ x, hfsti::acc_t<T>* __restrict__ z, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+__global__ void __launch_bounds__(512, 1) hfsti_fu_spec(const T* __restrict__ x, hfsti::acc_t<T>* __restrict__ z, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
@@ -56,7 +57,7 @@ __global__ void hfsti_fu_spec(const T* __restrict__ x, hfsti::acc_t<T>* __restri
 //   y: (B, Co, H, W) T; planes = B * Co. ws as in hfsti_fu_spec.
 // clang-format off
 template <class T>
-__global__ void hfsti_fu_out(const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ bias, T* __restrict__ y, int Co, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+__global__ void __launch_bounds__(512, 1) hfsti_fu_out(const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ bias, T* __restrict__ y, int Co, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
@@ -85,7 +86,7 @@ __global__ void hfsti_fu_out(const hfsti::acc_t<T>* __restrict__ p, const T* __r
 //   ws as in hfsti_fu_spec.
 // clang-format off
 template <class T>
-__global__ void hfsti_fu_spec_bwd(const T* __restrict__ dy, const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ bias, hfsti::acc_t<T>* __restrict__ gp, int Co, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+__global__ void __launch_bounds__(512, 1) hfsti_fu_spec_bwd(const T* __restrict__ dy, const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ bias, hfsti::acc_t<T>* __restrict__ gp, int Co, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
@@ -111,7 +112,7 @@ __global__ void hfsti_fu_spec_bwd(const T* __restrict__ dy, const hfsti::acc_t<T
 //   gz: (B, 2C, H, W/2+1) A; dx: (B, C, H, W) T; planes = B * C. ws as in hfsti_fu_spec.
 // clang-format off
 template <class T>
-__global__ void hfsti_fu_out_bwd(const hfsti::acc_t<T>* __restrict__ gz, T* __restrict__ dx, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+__global__ void __launch_bounds__(512, 1) hfsti_fu_out_bwd(const hfsti::acc_t<T>* __restrict__ gz, T* __restrict__ dx, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);

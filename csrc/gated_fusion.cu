@@ -24,7 +24,9 @@
 // and ds): 127 KB at fp32 88x88, so fp64 88x88 takes the global-scratch path there.
 // Storage T is double, float, hfsti::half_t or hfsti::bf16_t, arithmetic in acc_t<T>; all T
 // tensors contiguous (B, C, H, W) (parameters: dw_weight (C, 1, 3, 3), biases (2C,) and (C,)).
-// Limits: those of hfsti/fft.h; at most 512 threads a block (the reduction buffer).
+// Limits: those of hfsti/fft.h; at most 512 threads a block (__launch_bounds__, and the
+// reduction buffer of hfsti_gf_spec_bwd, whose 2 or 4 KB of static shared memory the launch
+// plan counts).
 #include "hfsti/runtime.h"
 #include "hfsti/fft.h"
 
@@ -90,7 +92,7 @@ __device__ A block_sum(A v, A* red) {
 //       gridDim.x such slices.
 // clang-format off
 template <class T>
-__global__ void hfsti_gf_spec(const T* __restrict__ xf, const T* __restrict__ xs, const T* __restrict__ x0, T* __restrict__ xc, hfsti::acc_t<T>* __restrict__ z, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+__global__ void __launch_bounds__(512, 1) hfsti_gf_spec(const T* __restrict__ xf, const T* __restrict__ xs, const T* __restrict__ x0, T* __restrict__ xc, hfsti::acc_t<T>* __restrict__ z, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
@@ -124,7 +126,7 @@ __global__ void hfsti_gf_spec(const T* __restrict__ xf, const T* __restrict__ xs
 //   dw_w: (C, 1, 3, 3) T; dw_b: (C,) T; xfs: (B, C, H, W) T; planes = B * C. ws as above.
 // clang-format off
 template <class T>
-__global__ void hfsti_gf_out(const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ fu_bias, const T* __restrict__ xc, const T* __restrict__ dw_w, const T* __restrict__ dw_b, T* __restrict__ xfs, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+__global__ void __launch_bounds__(512, 1) hfsti_gf_out(const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ fu_bias, const T* __restrict__ xc, const T* __restrict__ dw_w, const T* __restrict__ dw_b, T* __restrict__ xfs, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
@@ -153,7 +155,7 @@ __global__ void hfsti_gf_out(const hfsti::acc_t<T>* __restrict__ p, const T* __r
 //       gridDim.x such slices. At most 512 threads.
 // clang-format off
 template <class T>
-__global__ void hfsti_gf_spec_bwd(const T* __restrict__ gxfs, const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ fu_bias, const T* __restrict__ xc, const T* __restrict__ dw_w, const T* __restrict__ dw_b, hfsti::acc_t<T>* __restrict__ gp, hfsti::acc_t<T>* __restrict__ dxconv, hfsti::acc_t<T>* __restrict__ dwpart, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+__global__ void __launch_bounds__(512, 1) hfsti_gf_spec_bwd(const T* __restrict__ gxfs, const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ fu_bias, const T* __restrict__ xc, const T* __restrict__ dw_w, const T* __restrict__ dw_b, hfsti::acc_t<T>* __restrict__ gp, hfsti::acc_t<T>* __restrict__ dxconv, hfsti::acc_t<T>* __restrict__ dwpart, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
@@ -221,7 +223,7 @@ __global__ void hfsti_gf_spec_bwd(const T* __restrict__ gxfs, const hfsti::acc_t
 //   dxc: (B, C, H, W) T; planes = B * C. ws as in hfsti_gf_spec.
 // clang-format off
 template <class T>
-__global__ void hfsti_gf_out_bwd(const hfsti::acc_t<T>* __restrict__ gz, const hfsti::acc_t<T>* __restrict__ dxconv, const T* __restrict__ gxc, T* __restrict__ dxc, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
+__global__ void __launch_bounds__(512, 1) hfsti_gf_out_bwd(const hfsti::acc_t<T>* __restrict__ gz, const hfsti::acc_t<T>* __restrict__ dxconv, const T* __restrict__ gxc, T* __restrict__ dxc, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);

@@ -29,23 +29,34 @@ def plane_elems(H: int, W: int) -> int:
 
 
 def threads(H: int, W: int) -> int:
-    """Threads per block: about 8 pixels a thread, a multiple of 32 in [32, 512]."""
+    """Threads per block: about 8 pixels a thread, a multiple of 32 in [32, 512] (the kernels'
+    ``__launch_bounds__``)."""
     return min(512, max(32, (H * W // 8 + 31) // 32 * 32))
 
 
-def launch(name: str, x: torch.Tensor, args: list, planes: int, H: int, W: int, nbuf: int) -> None:
+def launch(
+    name: str,
+    x: torch.Tensor,
+    args: list,
+    planes: int,
+    H: int,
+    W: int,
+    nbuf: int,
+    static_smem: int = 0,
+) -> None:
     """Launch ``name``'s instantiation for ``x.dtype`` over ``planes`` planes of H x W.
 
     ``args`` are the kernel's leading typed arguments; the common tail
     ``(int planes, int H, int W, acc* ws)`` is appended here, ``ws`` a global scratch array when
-    the workspace does not fit in shared memory (else null).
+    the workspace does not fit in shared memory beside the kernel's ``static_smem`` bytes of
+    static shared memory (else null).
     """
     if planes == 0:
         return
     acc = compute_dtype(x.dtype)
     per_block = W + H + nbuf * plane_elems(H, W)  # complex values
     nbytes = 2 * per_block * torch.finfo(acc).bits // 8
-    if nbytes <= SMEM_LIMIT:
+    if nbytes + static_smem <= SMEM_LIMIT:
         grid, smem, ws = min(planes, SMEM_GRID), nbytes, None
     else:
         grid, smem = min(planes, WORKSPACE_GRID), 0

@@ -98,7 +98,8 @@ def _bwd(
     dwpart = x_c.new_empty((B, C, 10), dtype=z.dtype)
     tensors = (g_xfs, p, fu_bias, x_c, dw_weight, dw_bias, gp, dxconv, dwpart)
     args = [rt.ptr(t) for t in tensors] + [rt.i32(C)]
-    _fft_plan.launch("hfsti_gf_spec_bwd", x_c, args, B * C, H, W, nbuf=4)
+    red = 512 * torch.finfo(z.dtype).bits // 8  # the kernel's static reduction buffer
+    _fft_plan.launch("hfsti_gf_spec_bwd", x_c, args, B * C, H, W, nbuf=4, static_smem=red)
     d_fu_weight = torch.matmul(gp, z.transpose(1, 2)).sum(0)
     d_fu_bias = gp.sum((0, 2))
     dx = x_c.new_empty(x_c.shape)
