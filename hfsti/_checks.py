@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -60,6 +61,30 @@ def check_like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> 
         raise ValueError(
             f"{name}: expected device {ref.device} (that of {ref_name}), got {t.device}"
         )
+
+
+def check_nonempty(name: str, x: torch.Tensor, dims: str) -> None:
+    """Reject a zero size in any dim; ``dims`` names them, e.g. "(B, C, H, W)"."""
+    if 0 in x.shape:
+        raise ValueError(f"{name}: expected every size of {dims} >= 1, got {tuple(x.shape)}")
+
+
+def _traced(x: torch.Tensor) -> bool:
+    """True when ``x`` has no values to look at: a meta or fake tensor, or torch.compile is
+    tracing (value checks then stay out of the graph)."""
+    return torch.compiler.is_compiling() or x.device.type == "meta" or is_fake(x)
+
+
+def check_unit_range(name: str, x: torch.Tensor, hint: str = "") -> None:
+    """Reject values outside [0, 1] (NaN included) with the range found.
+
+    One ``aminmax`` and one host sync; skipped for meta/fake tensors and under torch.compile.
+    """
+    if _traced(x) or x.numel() == 0:
+        return
+    lo, hi = (float(v) for v in torch.stack(torch.aminmax(x.detach())).tolist())
+    if not (lo >= 0 and hi <= 1):
+        raise ValueError(f"{name}: expected values in [0, 1], got [{lo:g}, {hi:g}]{hint}")
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

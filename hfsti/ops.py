@@ -4,6 +4,8 @@ These functions are the oracle: every kernel in ``hfsti_kernels`` is tested agai
 (evaluated in float64) and benchmarked against them. They run on any device and any floating
 dtype; float16/bfloat16 inputs are computed in float32 (``torch.fft`` has no half-precision
 transforms at these sizes) and cast back, so the output dtype is always the input dtype.
+Under ``torch.autocast`` each op first casts its inputs by the rule of :func:`autocast_policy`
+(the feature ops to the autocast dtype, the losses to float32), as the kernels do.
 
 The model never calls these names directly: each module holds an :class:`OpSet` (``module.ops``)
 resolved from the config's ``backend``, so a kernel backend replaces an op everywhere by
@@ -12,6 +14,7 @@ swapping that one object (see :func:`resolve_backend`, ``hfsti_kernels.patch``).
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,9 +24,11 @@ import torch.nn.functional as F
 
 from hfsti._checks import (
     check_like,
+    check_nonempty,
     check_same,
     check_shape,
     check_tensor,
+    check_unit_range,
     compute_dtype,
 )
 
@@ -40,6 +45,7 @@ __all__ = [
     "structure_loss",
     "spectral_correlation_loss",
     "irfft2_strict",
+    "autocast_policy",
     "OpSet",
     "REFERENCE",
     "register_backend",
@@ -52,6 +58,55 @@ def _upcast(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t.to(compute_dtype(t.dtype)) for t in tensors]
 
 
+# --------------------------------------------------------------------------- autocast
+
+AUTOCAST_RULES = ("lower", "fp32")
+
+
+def autocast_policy(rule: str) -> Callable[[Callable], Callable]:
+    """Decorator: what an op does inside ``torch.autocast`` (docs/ops.md, "Autocast").
+
+    Autocast casts the inputs of torch's own ops but knows nothing of these six, so without a
+    rule a model under autocast hands them half-precision activations beside fp32 weights.
+    When autocast is enabled for the device type of the op's first tensor argument, every
+    floating tensor argument other than float64 (which autocast leaves alone too) is cast:
+
+    - ``"lower"``: to the autocast dtype (``torch.get_autocast_dtype``). The four feature ops:
+      they compute in fp32 internally anyway, so half inputs only halve the memory traffic.
+    - ``"fp32"``: to float32. The two losses, as torch's autocast does for its own losses.
+
+    The op then runs with autocast disabled, so its output has the cast dtype. The casts are
+    differentiable ``.to`` calls, so each argument's gradient comes back in that argument's
+    own dtype (fp32 parameters get fp32 gradients). Outside autocast the call is unchanged.
+    """
+    if rule not in AUTOCAST_RULES:
+        raise ValueError(f"rule: expected one of {AUTOCAST_RULES}, got {rule!r}")
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            device = tensors[0].device.type if tensors else None
+            if (
+                device is None
+                or not torch.amp.is_autocast_available(device)
+                or not torch.is_autocast_enabled(device)
+            ):
+                return fn(*args, **kwargs)
+            dtype = torch.get_autocast_dtype(device) if rule == "lower" else torch.float32
+
+            def cast(a):
+                eligible = isinstance(a, torch.Tensor) and a.is_floating_point()
+                return a.to(dtype) if eligible and a.dtype != torch.float64 else a
+
+            with torch.autocast(device, enabled=False):
+                return fn(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
+
+        return wrapper
+
+    return decorate
+
+
 # --------------------------------------------------------------------------- 1.1
 
 
@@ -61,8 +116,10 @@ def check_fft_channel_attention_inputs(q: torch.Tensor, k: torch.Tensor, v: torc
     check_tensor("k", k, ndim=4)
     check_tensor("v", v, ndim=4)
     check_same(("q", "k", "v"), (q, k, v))
+    check_nonempty("q", q, "(B, C, H, W)")
 
 
+@autocast_policy("lower")
 def fft_channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Frequency-domain channel attention of FFB: ``irfft2(rfft2(q) * rfft2(k) * rfft2(v))``.
 
@@ -110,10 +167,11 @@ def check_fourier_unit_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch
     check_tensor("x", x, ndim=4)
     check_tensor("weight", weight, ndim=2)
     check_tensor("bias", bias, ndim=1)
+    check_nonempty("x", x, "(B, C, H, W)")
     C = x.shape[1]
-    if weight.shape[1] != 2 * C or weight.shape[0] % 2:
+    if weight.shape[1] != 2 * C or weight.shape[0] % 2 or weight.shape[0] == 0:
         raise ValueError(
-            f"weight: expected shape (2C', 2C) = (even, {2 * C}) for x with C={C}, "
+            f"weight: expected shape (2C', 2C) = (even >= 2, {2 * C}) for x with C={C}, "
             f"got {tuple(weight.shape)}"
         )
     check_shape("bias", bias, (weight.shape[0],))
@@ -121,6 +179,7 @@ def check_fourier_unit_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch
     check_like("bias", bias, "x", x)
 
 
+@autocast_policy("lower")
 def fourier_unit(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Fourier unit (FFC/LaMa): a 1x1 conv + ReLU on the stacked real/imag spectrum.
 
@@ -159,6 +218,7 @@ def check_gated_fusion_inputs(
     check_tensor("x_s", x_s, ndim=4)
     check_tensor("x_0", x_0, ndim=4)
     check_same(("x_f", "x_s", "x_0"), (x_f, x_s, x_0))
+    check_nonempty("x_f", x_f, "(B, C, H, W)")
     C = x_f.shape[1]
     check_tensor("fu_weight", fu_weight, ndim=2)
     check_shape("fu_weight", fu_weight, (2 * C, 2 * C))
@@ -178,6 +238,7 @@ def check_gated_fusion_inputs(
         check_like(name, t, "x_f", x_f)
 
 
+@autocast_policy("lower")
 def gated_fusion(
     x_f: torch.Tensor,
     x_s: torch.Tensor,
@@ -225,9 +286,9 @@ def check_memory_attention_inputs(
     check_shape("v", v, k.shape)
     check_like("k", k, "q", q)
     check_like("v", v, "q", q)
+    check_nonempty("q", q, "(B, h, Nq, d)")
+    check_nonempty("k", k, "(B, h, Nk, d)")
     Nk = k.shape[2]
-    if q.shape[2] < 1 or Nk < 1:
-        raise ValueError(f"q, k: expected Nq >= 1 and Nk >= 1, got {q.shape[2]} and {Nk}")
     if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
         raise ValueError(f"scale: expected a positive float or None, got {scale!r}")
     if key_bias is not None:
@@ -240,6 +301,7 @@ def check_memory_attention_inputs(
         check_like("key_bias", key_bias, "q", q)
 
 
+@autocast_policy("lower")
 def memory_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -255,21 +317,29 @@ def memory_attention(
         key_bias: None or (B, h, Nk); size-1 B or h broadcast.
         scale: logit scale, default ``d ** -0.5``.
     Returns:
-        o: (B, h, Nq, d), ``softmax(scale * q @ k^T + key_bias[..., None, :]) @ v``.
+        o: (B, h, Nq, d), ``softmax(scale * q @ k^T + key_bias[..., None, :]) @ v``; a query
+        row for which every key's bias is -inf gets 0 (and no gradient), not NaN.
     """
     check_memory_attention_inputs(q, k, v, key_bias, scale)
     qc, kc, vc = _upcast(q, k, v)
     logits = (scale if scale is not None else q.shape[-1] ** -0.5) * qc @ kc.transpose(-1, -2)
-    if key_bias is not None:
-        logits = logits + key_bias.to(qc.dtype)[..., None, :]
-    return (torch.softmax(logits, dim=-1) @ vc).to(q.dtype)
+    if key_bias is None:
+        return (torch.softmax(logits, dim=-1) @ vc).to(q.dtype)
+    logits = logits + key_bias.to(qc.dtype)[..., None, :]
+    # A row whose every key is masked out (bias -inf) attends to nothing: output 0, gradients 0,
+    # as in the kernels' online softmax (docs/ops.md, memory_attention), instead of 0/0 = NaN.
+    dead = torch.isneginf(logits).all(dim=-1, keepdim=True)
+    p = torch.softmax(logits.masked_fill(dead, 0.0), dim=-1).masked_fill(dead, 0.0)
+    return (p @ vc).to(q.dtype)
 
 
 # --------------------------------------------------------------------------- losses
 
 
 def check_loss_inputs(logits: torch.Tensor, target: torch.Tensor) -> None:
-    """Validate the (logits, target) pair of the two losses."""
+    """Validate the (logits, target) pair of the two losses: non-empty, target in [0, 1]
+    (checked with one ``aminmax``, a host sync; skipped for meta/fake tensors and while
+    torch.compile traces)."""
     check_tensor("logits", logits, ndim=4)
     check_shape("logits", logits, (None, 1, None, None))
     check_tensor("target", target, ndim=4)
@@ -279,20 +349,24 @@ def check_loss_inputs(logits: torch.Tensor, target: torch.Tensor) -> None:
         )
     if target.device != logits.device:
         raise ValueError(f"target: expected device {logits.device}, got {target.device}")
+    check_nonempty("logits", logits, "(B, 1, H, W)")
+    check_unit_range("target", target, " (a 0/255 mask? divide it by 255)")
 
 
+@autocast_policy("fp32")
 def structure_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-pixel-weighted BCE + weighted IoU of PraNet/Polyp-PVT (SPEC 1.5).
 
     Args:
         logits: (B, 1, H, W).
-        target: (B, 1, H, W) in [0, 1].
+        target: (B, 1, H, W) in [0, 1] (else ValueError); data, not a variable: it gets no
+            gradient even if it requires one (every backend treats it so).
     Returns:
         A scalar: mean over the batch of wbce + wiou. Boundary pixels (where the 31x31 box mean
         of the target differs from the target) weigh up to 6x.
     """
     check_loss_inputs(logits, target)
-    x, t = _upcast(logits, target.to(logits.dtype))
+    x, t = _upcast(logits, target.detach().to(logits.dtype))
     w = 1 + 5 * (F.avg_pool2d(t, 31, stride=1, padding=15, count_include_pad=True) - t).abs()
     bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
     wbce = (w * bce).sum(dim=(2, 3)) / w.sum(dim=(2, 3))
@@ -303,6 +377,7 @@ def structure_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (wbce + wiou).mean().to(logits.dtype)
 
 
+@autocast_policy("fp32")
 def spectral_correlation_loss(
     logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-8
 ) -> torch.Tensor:
@@ -310,13 +385,14 @@ def spectral_correlation_loss(
 
     Args:
         logits: (B, 1, H, W).
-        target: (B, 1, H, W) in [0, 1].
+        target: (B, 1, H, W) in [0, 1] (else ValueError); data, not a variable: it gets no
+            gradient even if it requires one (every backend treats it so).
         eps: smooths the magnitude at zero (keeps the gradient finite) and the denominator.
     Returns:
         A scalar in [0, 2].
     """
     check_loss_inputs(logits, target)
-    x, t = _upcast(logits, target.to(logits.dtype))
+    x, t = _upcast(logits, target.detach().to(logits.dtype))
     P = torch.sqrt(torch.fft.fft2(torch.sigmoid(x), norm="ortho").abs().square() + eps**2)
     G = torch.sqrt(torch.fft.fft2(t, norm="ortho").abs().square() + eps**2)
     P = P.flatten(1)

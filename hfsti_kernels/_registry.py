@@ -94,11 +94,14 @@ def launch(kernel, grid, *args, **kwargs) -> None:
     torch.compile can trace the launch.
 
     Under ``TRITON_INTERPRET=1`` wrap_triton hands back the interpreted kernel itself, which
-    would try to read the data of fake tensors during shape propagation; there is nothing to
-    compute then, so the launch is skipped. On GPU the wrapper's own fake rule handles it.
+    would try to read the data of fake (or meta) tensors during shape propagation; there is
+    nothing to compute then, so the launch is skipped. On GPU the wrapper's own fake rule
+    handles it.
     """
     if interpreter_enabled() and any(
-        isinstance(a, torch.Tensor) and torch._subclasses.fake_tensor.is_fake(a) for a in args
+        isinstance(a, torch.Tensor)
+        and (a.device.type == "meta" or torch._subclasses.fake_tensor.is_fake(a))
+        for a in args
     ):
         return
     wrap_triton(kernel)[grid](*args, **kwargs)

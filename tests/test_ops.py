@@ -5,6 +5,7 @@ sums in numpy, softmax is written out, and the losses are checked on cases worke
 """
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from helpers import TOLERANCE, assert_rel_close
 
+import hfsti_kernels
 from hfsti import ops
+from hfsti_kernels._inputs import attention_inputs, fft_op_inputs, loss_inputs
 
 SHAPES = [(1, 3, 5, 7), (2, 3, 11, 13), (1, 2, 6, 8), (5, 1, 1, 1), (1, 1, 4, 1)]
 
@@ -314,3 +317,133 @@ def test_resolve_backend():
     assert ops.resolve_backend("reference") is ops.REFERENCE
     with pytest.raises(ValueError, match="backend: expected one of"):
         ops.resolve_backend("cudnn")
+
+
+# --------------------------------------------------------------------------- edge cases
+# The public functions of hfsti_kernels, on the reference and on the Triton kernels (the CPU
+# interpreter; tests/conftest.py): the same result or the same clear error.
+
+EDGE_BACKENDS = [
+    "reference",
+    pytest.param(
+        "triton",
+        marks=pytest.mark.skipif(
+            os.environ.get("TRITON_INTERPRET") != "1", reason="Triton on CPU needs the interpreter"
+        ),
+    ),
+]
+
+
+def public(op):
+    return getattr(hfsti_kernels, op)
+
+
+def edge_inputs(op, B=2, C=3, H=5, W=7, dtype=torch.float32):
+    if op == "memory_attention":  # (B, h, Nq, Nk, d) = (B, C, H, W, 4)
+        return list(attention_inputs((B, C, H, W, 4), dtype, "full"))
+    if op in ("structure_loss", "spectral_correlation_loss"):
+        return [t.to(dtype) for t in loss_inputs((B, 1, H, W), "soft")]
+    return fft_op_inputs(op, B, C, H, W, dtype)
+
+
+ALL_OPS = [
+    "fft_channel_attention",
+    "fourier_unit",
+    "gated_fusion",
+    "memory_attention",
+    "structure_loss",
+    "spectral_correlation_loss",
+]
+
+
+@pytest.mark.parametrize("backend", EDGE_BACKENDS)
+def test_every_key_masked_gives_zero_not_nan(backend):
+    q, k, v, _ = edge_inputs("memory_attention", B=1, C=2, H=3, W=5, dtype=torch.float64)
+    bias = torch.zeros(1, 2, 5, dtype=torch.float64)
+    bias[0, 0] = -math.inf  # head 0: every key masked; head 1: two of five
+    bias[0, 1, :2] = -math.inf
+    leaves = [t.requires_grad_() for t in (q, k, v, bias)]
+    o = public("memory_attention")(*leaves, backend=backend)
+    grads = torch.autograd.grad(o.sum(), leaves)
+    assert torch.equal(o[0, 0], torch.zeros_like(o[0, 0]))
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert not grads[0][0, 0].any() and not grads[3][0, 0].any()  # no gradient either
+    # The partly masked head is plain attention over the three remaining keys.
+    expected = ops.memory_attention(q[:, 1:], k[:, 1:, 2:], v[:, 1:, 2:])
+    torch.testing.assert_close(o[:, 1:], expected)
+
+
+@pytest.mark.parametrize("loss", ["structure_loss", "spectral_correlation_loss"])
+@pytest.mark.parametrize("backend", EDGE_BACKENDS)
+def test_target_that_requires_grad_is_data(loss, backend):
+    logits, target = edge_inputs(loss, dtype=torch.float64)
+    x = logits.clone().requires_grad_()
+    t = target.clone().requires_grad_()
+    value = public(loss)(x, t, backend=backend)
+    value.backward()
+    assert t.grad is None  # every backend: the target gets no gradient
+    x_ref = logits.clone().requires_grad_()
+    ops_value = getattr(ops, loss)(x_ref, target)
+    ops_value.backward()
+    torch.testing.assert_close(value, ops_value)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+
+
+@pytest.mark.parametrize("loss", ["structure_loss", "spectral_correlation_loss"])
+@pytest.mark.parametrize("backend", EDGE_BACKENDS)
+def test_target_outside_unit_range_is_refused(loss, backend):
+    logits, target = edge_inputs(loss)
+    cases = [(target * 255, r"\[[\d.]+, 2\d\d"), (target - 1, r"\[-"), (target * math.nan, "")]
+    for bad, shown in cases:
+        with pytest.raises(ValueError, match=rf"target: expected values in \[0, 1\], got {shown}"):
+            public(loss)(logits, bad, backend=backend)
+
+
+@pytest.mark.parametrize("dim", range(4))
+@pytest.mark.parametrize("op", ALL_OPS)
+@pytest.mark.parametrize("backend", EDGE_BACKENDS)
+def test_zero_sizes_are_refused(backend, op, dim):
+    """B, C, H or W (memory attention: B, h, Nq or Nk) of size zero: one error everywhere."""
+    if op in ("structure_loss", "spectral_correlation_loss") and dim == 1:
+        pytest.skip("the losses take one channel")
+    inputs = edge_inputs(op)
+    if op == "memory_attention":  # which (tensor index, dim) hold B, h, Nq, Nk
+        where = [[(0, 0), (1, 0), (2, 0), (3, 0)], [(0, 1), (1, 1), (2, 1), (3, 1)]]
+        where += [[(0, 2)], [(1, 2), (2, 2), (3, 2)]]
+    else:  # the activations (and the target)
+        n = {"fourier_unit": 1, "structure_loss": 2, "spectral_correlation_loss": 2}.get(op, 3)
+        where = [[(i, d) for i in range(n)] for d in range(4)]
+    for i, d in where[dim]:
+        inputs[i] = inputs[i].narrow(d, 0, 0)
+    with pytest.raises(ValueError, match="expected every size of .* >= 1"):
+        public(op)(*inputs, backend=backend)
+
+
+@pytest.mark.parametrize("backend", EDGE_BACKENDS)
+def test_memory_attention_head_dim_zero_is_refused(backend):
+    q, k, v, bias = edge_inputs("memory_attention")
+    with pytest.raises(ValueError, match=r"q: expected every size of \(B, h, Nq, d\) >= 1"):
+        public("memory_attention")(q[..., :0], k[..., :0], v[..., :0], bias, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["reference", "auto", "triton", "cuda"])
+def test_invalid_fp32_precision_is_refused_on_every_backend(backend):
+    q, k, v, bias = edge_inputs("memory_attention")
+    with pytest.raises(ValueError, match="fp32_precision: expected one of"):
+        public("memory_attention")(q, k, v, bias, backend=backend, fp32_precision="fp64")
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+@pytest.mark.parametrize("backend", EDGE_BACKENDS)
+def test_meta_tensors_give_shapes(backend, op):
+    real = edge_inputs(op)
+    n_diff = 1 if "loss" in op else len(real)
+    meta = [t.to("meta").requires_grad_(i < n_diff) for i, t in enumerate(real)]
+    outs = public(op)(*meta, backend=backend)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    want = public(op)(*real, backend="reference")
+    want = want if isinstance(want, tuple) else (want,)
+    for o, w in zip(outs, want):
+        assert o.device.type == "meta" and o.shape == w.shape and o.dtype == w.dtype
+    grads = torch.autograd.grad(sum(o.sum() for o in outs), meta[:n_diff])
+    assert [g.shape for g in grads] == [t.shape for t in real[:n_diff]]

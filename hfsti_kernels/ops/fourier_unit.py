@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from hfsti._checks import compute_dtype
-from hfsti.ops import check_fourier_unit_inputs
+from hfsti.ops import autocast_policy, check_fourier_unit_inputs
 from hfsti.ops import fourier_unit as _reference
 from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
@@ -216,6 +216,7 @@ def _fu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tor
 _registry.register_implementation("fourier_unit", "triton", _fu_triton)
 
 
+@autocast_policy("lower")
 def fourier_unit(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, backend: str | None = None
 ) -> torch.Tensor:

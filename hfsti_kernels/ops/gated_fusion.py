@@ -46,7 +46,7 @@ import triton
 import triton.language as tl
 
 from hfsti._checks import compute_dtype
-from hfsti.ops import check_gated_fusion_inputs
+from hfsti.ops import autocast_policy, check_gated_fusion_inputs
 from hfsti.ops import gated_fusion as _reference
 from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
@@ -378,6 +378,7 @@ def _gf_triton(*params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 _registry.register_implementation("gated_fusion", "triton", _gf_triton)
 
 
+@autocast_policy("lower")
 def gated_fusion(
     x_f: torch.Tensor,
     x_s: torch.Tensor,
