@@ -214,12 +214,11 @@ def _gf_bwd_kernel(
     Outputs: GU_PTR, GV_PTR: (B, 2C, H, W) mixing gradients; GS_PTR: (B, C, H, W) gradient of
     the conv output; FUB_PART_PTR: (B, 2C), DWW_PART_PTR: (B, C, 9), DWB_PART_PTR: (B, C)
     per-batch partial sums. FH_PTR: (2, H_P, H_P), FW_PTR: (4, W_P, WH_P) DFT matrices.
-    SCR_PTR (IS_STAGED): (B*C, NSLOT, H_P, WH_P) scratch. Slots 0-1: ``conj(F_H) Z``; the two
-    after the Fourier unit's: g_fu as one (H_P, W_P) plane; then the Fourier unit's staged
-    tail (slots 0 to FU_SLOTS - 1).
+    SCR_PTR (IS_STAGED): (B*C, NSLOT, H_P, WH_P) scratch. Slots 0-1: ``conj(F_H) Z``; the last
+    two (after the Fourier unit's ``FU_SLOTS``): g_fu as one (H_P, W_P) plane; then the Fourier
+    unit's staged tail (its slots 0 to FU_SLOTS - 1).
     """
     pid, b, c = plane_ids(C)
-    plane = pid * H * W
     if not IS_STAGED:
         Fr, Fi = load_fh(FH_PTR, H_P)
         dt = Fr.dtype
@@ -227,6 +226,7 @@ def _gf_bwd_kernel(
         Er = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
         Ei = load_fw(FW_PTR, CG_RE + 1, W_P, WH_P, True)
         f = irdft2(zr, zi, Er, Ei, Fr, Fi, DOT)
+        plane = pid * H * W  # here, not earlier: the sm_90 compile spills less
         s = _dwconv3x3(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, H_P, W_P, dt)
         g = load_plane(GFS_PTR + plane, H, W, H_P, W_P, dt)  # zero padding: padded terms vanish
         g_fu, g_s = _gelu_mul_bwd(g, f, s)
@@ -244,7 +244,7 @@ def _gf_bwd_kernel(
     else:
         dt = FH_PTR.dtype.element_ty
         s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
-        s_gfu = slot(SCR_PTR, pid, FU_SLOTS, NSLOT, H_P, WH_P)
+        s_gfu = slot(SCR_PTR, pid, NSLOT - 2, NSLOT, H_P, WH_P)  # the last two slots
         WH = W // 2 + 1
         zs_plane = (b * 2 * C + c) * H * WH
         staged_inv_h(
@@ -252,6 +252,7 @@ def _gf_bwd_kernel(
             H_P, WH_P, BM, BN, BK, dt, DOT,
         )  # fmt: skip
         tl.debug_barrier()
+        plane = pid * H * W
         sum_s = tl.zeros((BM, BNW), dtype=dt)
         tap = tl.arange(0, 16)
         sum_w = tl.zeros((16,), dtype=dt)
@@ -282,17 +283,10 @@ def _gf_bwd_kernel(
 
 @_registry.triton_kernel_op("hfsti::gated_fusion")
 def _gf_op(
-    x_f: torch.Tensor,
-    x_s: torch.Tensor,
-    x_0: torch.Tensor,
-    fu_weight: torch.Tensor,
-    fu_bias: torch.Tensor,
-    dw_weight: torch.Tensor,
-    dw_bias: torch.Tensor,
-    fh: torch.Tensor,
-    fw: torch.Tensor,
-    save_spectrum: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x_f: torch.Tensor, x_s: torch.Tensor, x_0: torch.Tensor,
+    fu_weight: torch.Tensor, fu_bias: torch.Tensor, dw_weight: torch.Tensor, dw_bias: torch.Tensor,
+    fh: torch.Tensor, fw: torch.Tensor, save_spectrum: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     B, C, H, W = x_f.shape
     dft.check_mats(H, W, fh, fw)
     x_f, x_s, x_0 = x_f.contiguous(), x_s.contiguous(), x_0.contiguous()
@@ -311,16 +305,10 @@ def _gf_op(
 
 @_registry.triton_kernel_op("hfsti::gated_fusion_backward")
 def _gf_bwd_op(
-    g_c: torch.Tensor,
-    g_fs: torch.Tensor,
-    x_c: torch.Tensor,
-    fu_weight: torch.Tensor,
-    dw_weight: torch.Tensor,
-    dw_bias: torch.Tensor,
-    zs: torch.Tensor,
-    fh: torch.Tensor,
-    fw: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g_c: torch.Tensor, g_fs: torch.Tensor, x_c: torch.Tensor,
+    fu_weight: torch.Tensor, dw_weight: torch.Tensor, dw_bias: torch.Tensor,
+    zs: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     B, C, H, W = x_c.shape
     dft.check_mats(H, W, fh, fw)
     check_spectrum(zs, B, 2 * C, H, W)
