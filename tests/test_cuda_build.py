@@ -103,7 +103,9 @@ def test_the_install_built_the_extension_from_these_sources():
     if os.environ.get("HFSTI_SKIP_CUDA_BUILD") == "1":
         pytest.skip("HFSTI_SKIP_CUDA_BUILD=1")
     ext = rt.extension()
-    assert ext is not None, "nvcc is on PATH but hfsti_kernels._cuda is not built: pip install -e ."
+    assert ext is not None, (
+        "nvcc is on PATH but hfsti_kernels._cuda is not built: pip install -v -e . shows why"
+    )
     assert f"sources {sources.tree_hash()}" in ext.build_info, "csrc/ changed: pip install -e ."
     assert set(ext.kernels()) == set(sources.kernel_index())
 
