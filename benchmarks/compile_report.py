@@ -142,7 +142,7 @@ def markdown(rows: list[dict], arch: int, command: str) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
-        notes = []
+        notes = ["staged branch"] if r["constexprs"].get("IS_STAGED") else []
         if limit and r["shared_bytes"] > limit:
             notes.append(f"shared > {limit // 1024} KB: cannot launch")
         if r["spill_store_bytes"]:
