@@ -27,10 +27,22 @@ class Memory(NamedTuple):
     features: torch.Tensor
     masks: torch.Tensor
 
+    @staticmethod
+    def start(features: torch.Tensor, masks: torch.Tensor) -> Memory:
+        """The bank after a video's first frame ((B, C, h, w), (B, 1, h, w))."""
+        empty = Memory(features[:, None][:, :0], masks[:, None][:, :0])
+        return empty.push(features, masks, 1)
+
     def push(self, features: torch.Tensor, masks: torch.Tensor, capacity: int) -> Memory:
-        """Append one frame ((B, C, h, w), (B, 1, h, w)) and keep the newest ``capacity``."""
-        feats = torch.cat([self.features, features[:, None]], dim=1)[:, -capacity:]
-        return Memory(feats, torch.cat([self.masks, masks[:, None]], dim=1)[:, -capacity:])
+        """Append one frame ((B, C, h, w), (B, 1, h, w)) and keep the newest ``capacity``.
+
+        The oldest frames are dropped before the concatenation, so the bank is always a fresh
+        contiguous tensor: its strides depend only on its shape, and a compiled ``step`` sees
+        the same layout at every fill level (no stride-driven recompiles, docs/model.md).
+        """
+        start = max(0, self.features.shape[1] - (capacity - 1))
+        feats = torch.cat([self.features[:, start:], features[:, None]], dim=1)
+        return Memory(feats, torch.cat([self.masks[:, start:], masks[:, None]], dim=1))
 
 
 def _tokens(x: torch.Tensor) -> torch.Tensor:
