@@ -244,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         choices=["fp32", "bf16", "fp16"],
-        help="on a GPU, run the accelerated path (fused kernels + CUDA graphs) in this "
-        "precision (default fp16 on GPU; on CPU the model runs as loaded, in fp32)",
+        help="run the accelerated path in this precision (on a GPU fused kernels + CUDA "
+        "graphs, on CPU eagerly; default fp16 on GPU, on CPU the model as loaded, in fp32)",
     )
     p.add_argument("--no-cuda-graphs", action="store_true", help="accelerated path, eagerly")
     p.add_argument("--frames", type=int, default=16, help="length of the synthetic clip")

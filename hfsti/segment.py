@@ -132,21 +132,23 @@ def segment(
     frame), each atomically (a failed write, e.g. a full disk, leaves no truncated image and
     raises a ValueError naming the file). An ``out_dir`` holding an earlier run's masks or
     overlays is refused unless ``overwrite`` (see :func:`prepare_output`). With
-    ``accelerate_dtype`` on a CUDA model, frames run through ``hfsti_kernels.accelerate`` (fused
-    ops in that dtype, CUDA graphs; the CUDA backend's kernels for a model on ``backend="cuda"``,
-    else Triton's); otherwise through the model as it is.
+    ``accelerate_dtype``, frames run through ``hfsti_kernels.accelerate`` in that dtype: on a
+    CUDA model fused ops and CUDA graphs (the CUDA backend's kernels for a model on
+    ``backend="cuda"``, else Triton's), on CPU the same path eagerly with the reference ops;
+    otherwise through the model as it is.
     """
     out_dir = prepare_output(out_dir, overlays=overlays, overwrite=overwrite)
     device = model.mean.device
     size = model.config.input_size
-    if accelerate_dtype is not None and device.type == "cuda":
+    if accelerate_dtype is not None:
         from hfsti_kernels import accelerate  # hfsti_kernels imports hfsti: import late
 
         backend = "cuda" if model.config.backend == "cuda" else "auto"
         segmenter = accelerate(
             model, dtype=accelerate_dtype, cuda_graphs=cuda_graphs, size=size, backend=backend
         )
-        precision = f"{str(accelerate_dtype).removeprefix('torch.')} fused"
+        precision = str(accelerate_dtype).removeprefix("torch.")
+        precision += " fused" if device.type == "cuda" else " accelerated (reference ops)"
         precision += " (CUDA kernels)" if backend == "cuda" else ""
         precision += " + CUDA graphs" if segmenter.graphed else ""
     else:

@@ -11,6 +11,7 @@ CPU fp16 convolutions are slow (no oneDNN fp16 kernels), so the fp16 model runs 
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -185,3 +186,36 @@ def test_train_cli_under_amp(tmp_path, monkeypatch, amp, size):
     assert [enabled for enabled, _ in scaler_steps] == [amp == "fp16"] * 3
     if amp == "fp16":
         assert all(scale > 1 for _, scale in scaler_steps)
+
+
+# --------------------------------------------------------------------------- segment / accelerate
+
+
+def test_segment_precision_on_cpu_runs_in_that_precision(tmp_path):
+    """``segment --precision bf16`` on CPU used to run fp32 silently; it now takes the
+    accelerated path (eagerly) in bf16, and says so in the summary."""
+    from hfsti.data import FrameSource
+    from hfsti.segment import segment
+
+    torch.manual_seed(0)
+    model = HFSTINet(dataclasses.replace(SMALL, input_size=64)).eval()
+    source = FrameSource(None, num_frames=2)
+    summary = segment(
+        model, source, tmp_path / "out", progress=False, accelerate_dtype=torch.bfloat16
+    )
+    assert summary.frames == 2 and summary.precision.startswith("bfloat16 accelerated")
+    assert len(list((tmp_path / "out" / "masks").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_accelerate_fp16_on_cpu_runs_in_fp16():
+    torch.manual_seed(0)
+    model = HFSTINet(dataclasses.replace(SMALL, input_size=32)).eval()
+    segmenter = hfsti_kernels.accelerate(model, dtype=torch.float16, size=32)
+    assert all(p.dtype == torch.float16 for p in segmenter.model.parameters())
+    frame = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    logits = segmenter.step(frame)
+    with torch.no_grad():
+        want = model.step(frame)[0][:, :1]
+    assert logits.dtype == torch.float32
+    assert_rel_close(logits, want, 0.05, "fp16 accelerated logits vs the fp32 model")
