@@ -21,7 +21,8 @@
 // h of key_bias is a zero stride; a null key_bias means none. Outputs are contiguous. Padded key
 // columns get the finite score -1e30 and an exact zero probability, padded query rows zero
 // probabilities, so ragged Nq and Nk need no special path and never make a NaN. A row whose every
-// key has bias -inf gives 0/0 = NaN, as the reference softmax does.
+// key has bias -inf (row sum 0) attends to nothing, as the reference defines it: o = 0 and
+// lse = +1e30, so the backward's probabilities of that row, and its gradients, are exactly 0.
 //
 // Precision: storage T is double, float, hfsti::half_t or hfsti::bf16_t; every tile is converted
 // to acc_t<T> (fp64 for fp64, else fp32) when staged, and all products, statistics and
@@ -224,10 +225,15 @@ __global__ void __launch_bounds__(128) hfsti_ma_fwd(const T* __restrict__ q, lon
     const int row = m0 + acc_row(r);
     if (row >= nq) continue;
     const A l = l_s[acc_row(r)];
-    for (int c = 0; c < D / 32; ++c)
-      if (acc_col(c) < d) o[(long long)row * d + acc_col(c)] = hfsti::from_float<T>(acc[r][c] / l);
+    for (int c = 0; c < D / 32; ++c) {
+      const A val = l > A(0) ? acc[r][c] / l : A(0);  // l = 0: every key masked
+      if (acc_col(c) < d) o[(long long)row * d + acc_col(c)] = hfsti::from_float<T>(val);
+    }
   }
-  if (tid < kBM && m0 + tid < nq) lse[(long long)bh * nq + m0 + tid] = m_s[tid] + log2_(l_s[tid]);
+  if (tid < kBM && m0 + tid < nq) {
+    const A l = l_s[tid];
+    lse[(long long)bh * nq + m0 + tid] = l > A(0) ? m_s[tid] + log2_(l) : -A(kNegBig);
+  }
 }
 
 // Backward, first kernel: delta = rowsum(do * o) and dq for one tile of kBM queries.
