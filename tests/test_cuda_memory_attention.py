@@ -204,6 +204,16 @@ def test_registered_as_the_cuda_implementation():
     assert _registry.implementation("memory_attention", "cuda") is ma.memory_attention
 
 
+def test_hfsti_backend_env_selects_the_cuda_kernels(monkeypatch):
+    calls = []
+    fwd = ma._fwd
+    monkeypatch.setattr(ma, "_fwd", lambda *args: calls.append(1) or fwd(*args))
+    monkeypatch.setenv("HFSTI_BACKEND", "cuda")
+    inputs = attention_inputs((1, 1, 5, 7, 8), torch.float32, "full")
+    torch.testing.assert_close(memory_attention(*inputs), reference(*inputs))
+    assert calls == [1]
+
+
 # --------------------------------------------------------------------------- torch.library
 
 
