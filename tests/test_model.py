@@ -145,3 +145,33 @@ def test_bad_inputs_name_the_argument(model):
         HFSTIConfig.from_dict({"channels": 8, "colour": 1})
     with pytest.raises(TypeError, match="model: expected an HFSTINet"):
         VideoSegmenter(torch.nn.Linear(2, 2))
+
+
+def test_frames_outside_unit_range_are_refused(model):
+    # 0..255 pixels (forgot to divide) and ImageNet-normalised frames are both wrong inputs.
+    with pytest.raises(ValueError, match=r"frames: expected values in \[0, 1\], got \[0.*, 25\d"):
+        model(clip(B=1, T=1) * 255)
+    with pytest.raises(ValueError, match=r"frame: expected values in \[0, 1\]"):
+        model.step(clip(B=1, T=1)[:, 0] - 0.5)
+    nan = clip(B=1, T=1)
+    nan[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="frames: expected values in"):
+        model(nan)
+
+
+def test_empty_batch_or_clip_is_refused(model):
+    with pytest.raises(ValueError, match=r"frames: expected \(B, T, 3, H, W\) with B, T >= 1"):
+        model(torch.rand(0, 2, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"frames: expected \(B, T, 3, H, W\) with B, T >= 1"):
+        model(torch.rand(1, 0, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"frame: expected \(B, 3, H, W\) with B >= 1"):
+        model.step(torch.rand(0, 3, 64, 64))
+
+
+def test_hybrid_loss_refuses_targets_outside_unit_range():
+    logits = torch.randn(2, 4, 16, 16)
+    target = (torch.rand(2, 1, 16, 16) > 0.5).float()
+    with pytest.raises(ValueError, match=r"target: expected values in \[0, 1\], got \[0, 255\]"):
+        HybridLoss()(logits, target * 255)
+    with pytest.raises(ValueError, match="target: expected values in"):
+        HybridLoss(lambda_spec=0)(logits.view(1, 2, 4, 16, 16), target.view(1, 2, 1, 16, 16) - 1)

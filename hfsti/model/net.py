@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hfsti._checks import check_shape, check_tensor
+from hfsti._checks import check_shape, check_tensor, check_unit_range
 from hfsti.model.decoder import Decoder
 from hfsti.model.hfsi import HFSI
 from hfsti.model.layers import ConvBNReLU
@@ -81,7 +81,8 @@ class HFSTIConfig:
 class HFSTINet(nn.Module):
     """The reference HFSTI-Net.
 
-    Input frames are RGB in [0, 1]; ImageNet normalisation happens inside the model.
+    Input frames are RGB in [0, 1] (values outside are refused with a ValueError naming the
+    argument); ImageNet normalisation happens inside the model.
     ``model(frames)`` with frames (B, T, 3, H, W) returns logits (B, T, 4, H, W): per frame the
     four deep-supervision predictions at input resolution, level 1 (the prediction) first, with
     the memory carried from frame to frame inside the clip. H, W >= 32.
@@ -145,10 +146,16 @@ class HFSTINet(nn.Module):
         Returns:
             logits (B, 4, H, W) and the memory including this frame.
         """
+        if memory is not None and memory.features.shape[-2:] != m.shape[-2:]:
+            raise ValueError(
+                f"memory: holds a {tuple(memory.features.shape[-2:])} feature grid, this frame "
+                f"gives {tuple(m.shape[-2:])}: the frames of one video must share a size "
+                "(start a new memory for frames of another size)"
+            )
         logits = self.decoder([*chis, self.level4(m, memory)], size)
         prob = mask_to_grid(torch.sigmoid(logits[:, :1]).detach(), m.shape[-2:])
         if memory is None:
-            return logits, Memory(m[:, None], prob[:, None])
+            return logits, Memory.start(m, prob.to(m.dtype))
         return logits, memory.push(m, prob.to(m.dtype), self.config.memory_frames)
 
     def level4(self, m: torch.Tensor, memory: Memory | None) -> torch.Tensor:
@@ -188,10 +195,18 @@ class HFSTINet(nn.Module):
         return torch.stack(outputs, dim=1)
 
     def _check_frames(self, name: str, x: torch.Tensor) -> None:
+        """Shape, device, dtype, and values in [0, 1]: frames outside it (0..255 pixels, or
+        already normalised ones) are refused, not clamped, because the model would silently
+        predict from a wrong input. The range check is one ``aminmax`` (a host sync per call),
+        skipped while torch.compile traces."""
         check_shape(name, x, (*[None] * (x.dim() - 3), 3, None, None))
+        if 0 in x.shape[:-3]:
+            lead = "(B, T, 3, H, W) with B, T" if x.dim() == 5 else "(B, 3, H, W) with B"
+            raise ValueError(f"{name}: expected {lead} >= 1, got {tuple(x.shape)}")
         if min(x.shape[-2:]) < 32:
             raise ValueError(f"{name}: expected H, W >= 32, got {tuple(x.shape[-2:])}")
         if x.device != self.mean.device:
             raise ValueError(f"{name}: expected device {self.mean.device}, got {x.device}")
         if x.dtype != self.mean.dtype:
             raise TypeError(f"{name}: expected the model's dtype {self.mean.dtype}, got {x.dtype}")
+        check_unit_range(name, x, " (RGB in [0, 1]: divide 8-bit pixels by 255)")
