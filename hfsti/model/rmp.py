@@ -38,7 +38,8 @@ class Memory(NamedTuple):
 
         The oldest frames are dropped before the concatenation, so the bank is always a fresh
         contiguous tensor: its strides depend only on its shape, and a compiled ``step`` sees
-        the same layout at every fill level (no stride-driven recompiles, docs/model.md).
+        the same layout at every fill level (no stride-driven recompiles; see
+        ``hfsti.stream.VideoSegmenter``).
         """
         start = max(0, self.features.shape[1] - (capacity - 1))
         feats = torch.cat([self.features[:, start:], features[:, None]], dim=1)
