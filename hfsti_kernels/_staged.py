@@ -174,7 +174,7 @@ def blk_cmm(
 
 
 @triton.jit
-def staged_row_pass(
+def staged_rdft2_w(
     X_PTR, x_rs, H, W,  # a real (H, W) plane, row stride x_rs
     FW_PTR, IDX: tl.constexpr,  # the pair (IDX, IDX + 1) of fw
     OUT_R, OUT_I,  # two (H_P, WH_P) slots
@@ -210,7 +210,7 @@ def staged_col_blk(
 
 
 @triton.jit
-def staged_inv_h(
+def staged_irdft2_h(
     FH_PTR, YR, YI, y_rs, y_nr, y_nc,  # as in staged_col_blk
     OUT_R, OUT_I,  # two (H_P, WH_P) slots
     H_P: tl.constexpr, WH_P: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
@@ -227,7 +227,7 @@ def staged_inv_h(
 
 
 @triton.jit
-def staged_inv_w_blk(
+def staged_irdft2_w_blk(
     TR, TI,  # T in two (H_P, WH_P) slots
     FW_PTR, IDX: tl.constexpr,  # the pair (IDX, IDX + 1) of fw, used transposed
     r0, c0,
@@ -246,14 +246,14 @@ def staged_inv_w_blk(
 
 
 @triton.jit
-def staged_inv_w(
+def staged_irdft2_w(
     TR, TI, FW_PTR, IDX: tl.constexpr, OUT_PTR, H, W, H_P, W_P, WH_P, BM, BNW, BK, DTYPE, DOT
 ):
-    """The whole second pass of an inverse (:func:`staged_inv_w_blk` over every block), stored
+    """The whole second pass of an inverse (:func:`staged_irdft2_w_blk` over every block), stored
     into the contiguous real (H, W) plane at OUT_PTR."""
     for r0 in range(0, H_P, BM):
         for c0 in range(0, W_P, BNW):
-            y = staged_inv_w_blk(
+            y = staged_irdft2_w_blk(
                 TR, TI, FW_PTR, IDX, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, DTYPE, DOT
             )
             st_blk(OUT_PTR, y, W, r0, c0, H, W, BM, BNW)

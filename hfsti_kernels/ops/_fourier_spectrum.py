@@ -29,8 +29,8 @@ from hfsti_kernels._staged import (
     st_blk,
     st_cplx_blk,
     staged_col_blk,
-    staged_inv_h,
-    staged_row_pass,
+    staged_irdft2_h,
+    staged_rdft2_w,
 )
 from hfsti_kernels.dft import CG_RE, G_RE, load_fw, load_plane, rdft2, store_plane
 
@@ -230,7 +230,7 @@ def fu_spectrum_staged(
                 st_blk(ZS_PTR + zs_plane, zr, WH, r0, c0, H, WH, BM, BN)
                 st_blk(ZS_PTR + zs_plane + CO * H * WH, zi, WH, r0, c0, H, WH, BM, BN)
     tl.debug_barrier()
-    staged_inv_h(FH_PTR, s4, s5, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
+    staged_irdft2_h(FH_PTR, s4, s5, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
     tl.debug_barrier()
     return s0, s1
 
@@ -255,7 +255,7 @@ def fu_backward_tail_staged(
     s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
     s2, s3 = slot_pair(SCR_PTR, pid, 2, NSLOT, H_P, WH_P)
     s4, s5 = slot_pair(SCR_PTR, pid, 4, NSLOT, H_P, WH_P)
-    staged_row_pass(G_PTR, g_rs, H, W, FW_PTR, CG_RE, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
+    staged_rdft2_w(G_PTR, g_rs, H, W, FW_PTR, CG_RE, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT)
     tl.debug_barrier()
     WH = W // 2 + 1
     zs_plane = (b * 2 * CO + o) * H * WH

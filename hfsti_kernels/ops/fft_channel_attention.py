@@ -36,10 +36,10 @@ from hfsti_kernels._staged import (
     st_blk,
     st_cplx_blk,
     staged_col_blk,
-    staged_inv_h,
-    staged_inv_w,
-    staged_inv_w_blk,
-    staged_row_pass,
+    staged_irdft2_h,
+    staged_irdft2_w,
+    staged_irdft2_w_blk,
+    staged_rdft2_w,
 )
 from hfsti_kernels.dft import (
     CG_RE,
@@ -105,13 +105,13 @@ def _qkv_row_passes(
     s0, s1 = slot_pair(SCR_PTR, pid, S, NSLOT, H_P, WH_P)
     s2, s3 = slot_pair(SCR_PTR, pid, S + 2, NSLOT, H_P, WH_P)
     s4, s5 = slot_pair(SCR_PTR, pid, S + 4, NSLOT, H_P, WH_P)
-    staged_row_pass(
+    staged_rdft2_w(
         Q_PTR + plane, W, H, W, FW_PTR, G_RE, s0, s1, H_P, W_P, WH_P, BM, BN, BK, DTYPE, DOT
     )
-    staged_row_pass(
+    staged_rdft2_w(
         K_PTR + plane, W, H, W, FW_PTR, G_RE, s2, s3, H_P, W_P, WH_P, BM, BN, BK, DTYPE, DOT
     )
-    staged_row_pass(
+    staged_rdft2_w(
         V_PTR + plane, W, H, W, FW_PTR, G_RE, s4, s5, H_P, W_P, WH_P, BM, BN, BK, DTYPE, DOT
     )
 
@@ -177,9 +177,9 @@ def _fca_fwd_kernel(
                 sr, si = cmul(qr, qi, mr, mi, False)
                 st_cplx_blk(s6, s7, sr, si, r0, c0, H_P, WH_P, BM, BN)
         tl.debug_barrier()
-        staged_inv_h(FH_PTR, s6, s7, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
+        staged_irdft2_h(FH_PTR, s6, s7, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
         tl.debug_barrier()
-        staged_inv_w(
+        staged_irdft2_w(
             s0, s1, FW_PTR, CG_RE, Y_PTR + plane, H, W, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
         )
 
@@ -230,7 +230,7 @@ def _fca_bwd_kernel(
         s8, s9 = slot_pair(SCR_PTR, pid, 8, NSLOT, H_P, WH_P)
         s10, s11 = slot_pair(SCR_PTR, pid, 10, NSLOT, H_P, WH_P)
         s12, s13 = slot_pair(SCR_PTR, pid, 12, NSLOT, H_P, WH_P)
-        staged_row_pass(
+        staged_rdft2_w(
             DY_PTR + plane, W, H, W, FW_PTR, CG_RE, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
         )
         _qkv_row_passes(
@@ -251,21 +251,21 @@ def _fca_bwd_kernel(
                 ar, ai = _grad_spectrum(gr, gi, qr, qi, kr, ki)
                 st_cplx_blk(s12, s13, ar, ai, r0, c0, H_P, WH_P, BM, BN)
         tl.debug_barrier()
-        staged_inv_h(FH_PTR, s8, s9, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
-        staged_inv_h(FH_PTR, s10, s11, WH_P, H_P, WH_P, s2, s3, H_P, WH_P, BM, BN, BK, dt, DOT)
-        staged_inv_h(FH_PTR, s12, s13, WH_P, H_P, WH_P, s4, s5, H_P, WH_P, BM, BN, BK, dt, DOT)
+        staged_irdft2_h(FH_PTR, s8, s9, WH_P, H_P, WH_P, s0, s1, H_P, WH_P, BM, BN, BK, dt, DOT)
+        staged_irdft2_h(FH_PTR, s10, s11, WH_P, H_P, WH_P, s2, s3, H_P, WH_P, BM, BN, BK, dt, DOT)
+        staged_irdft2_h(FH_PTR, s12, s13, WH_P, H_P, WH_P, s4, s5, H_P, WH_P, BM, BN, BK, dt, DOT)
         tl.debug_barrier()
         for r0 in range(0, H_P, BM):
             for c0 in range(0, W_P, BNW):
-                d = staged_inv_w_blk(
+                d = staged_irdft2_w_blk(
                     s0, s1, FW_PTR, G_RE, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
                 )
                 st_blk(DQ_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
-                d = staged_inv_w_blk(
+                d = staged_irdft2_w_blk(
                     s2, s3, FW_PTR, G_RE, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
                 )
                 st_blk(DK_PTR + plane, d, W, r0, c0, H, W, BM, BNW)
-                d = staged_inv_w_blk(
+                d = staged_irdft2_w_blk(
                     s4, s5, FW_PTR, G_RE, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
                 )
                 st_blk(DV_PTR + plane, d, W, r0, c0, H, W, BM, BNW)

@@ -44,7 +44,7 @@ from hfsti.ops import autocast_policy, check_fourier_unit_inputs
 from hfsti.ops import fourier_unit as _reference
 from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
-from hfsti_kernels._staged import launch_planes, staged_inv_w
+from hfsti_kernels._staged import launch_planes, staged_irdft2_w
 from hfsti_kernels.dft import CG_RE, irdft2, load_fh, load_fw, load_plane, store_plane
 from hfsti_kernels.ops._channel_mix import launch_mix, launch_mix_backward, sum_batch
 from hfsti_kernels.ops._fourier_spectrum import (
@@ -99,7 +99,7 @@ def _fu_fwd_kernel(
             U_PTR, V_PTR, BIAS_PTR, ZS_PTR, SAVE_Z, b, o, CO, H, W, FH_PTR, FW_PTR, SCR_PTR, pid,
             NSLOT, H_P, W_P, WH_P, BM, BN, BK, DOT,
         )  # fmt: skip
-        staged_inv_w(
+        staged_irdft2_w(
             s0, s1, FW_PTR, CG_RE, Y_PTR + pid * H * W, H, W, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
         )
 

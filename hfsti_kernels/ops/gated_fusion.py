@@ -56,8 +56,8 @@ from hfsti_kernels._staged import (
     slot,
     slot_pair,
     st_blk,
-    staged_inv_h,
-    staged_inv_w_blk,
+    staged_irdft2_h,
+    staged_irdft2_w_blk,
 )
 from hfsti_kernels.dft import CG_RE, irdft2, load_fh, load_fw, load_plane, store_plane
 from hfsti_kernels.ops._channel_mix import launch_mix, launch_mix_backward, sum_batch
@@ -187,7 +187,7 @@ def _gf_fwd_kernel(
         )  # fmt: skip
         for r0 in range(0, H_P, BM):
             for c0 in range(0, W_P, BNW):
-                f = staged_inv_w_blk(
+                f = staged_irdft2_w_blk(
                     s0, s1, FW_PTR, CG_RE, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
                 )
                 gelu = _gelu(f)
@@ -247,7 +247,7 @@ def _gf_bwd_kernel(
         s_gfu = slot(SCR_PTR, pid, NSLOT - 2, NSLOT, H_P, WH_P)  # the last two slots
         WH = W // 2 + 1
         zs_plane = (b * 2 * C + c) * H * WH
-        staged_inv_h(
+        staged_irdft2_h(
             FH_PTR, ZS_PTR + zs_plane, ZS_PTR + zs_plane + C * H * WH, WH, H, WH, s0, s1,
             H_P, WH_P, BM, BN, BK, dt, DOT,
         )  # fmt: skip
@@ -258,7 +258,7 @@ def _gf_bwd_kernel(
         sum_w = tl.zeros((16,), dtype=dt)
         for r0 in range(0, H_P, BM):
             for c0 in range(0, W_P, BNW):
-                f = staged_inv_w_blk(
+                f = staged_irdft2_w_blk(
                     s0, s1, FW_PTR, CG_RE, r0, c0, H_P, W_P, WH_P, BM, BNW, BK, dt, DOT
                 )
                 s = _dwconv3x3_blk(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, r0, c0, BM, BNW, dt)
