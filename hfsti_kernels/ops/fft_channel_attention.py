@@ -288,13 +288,9 @@ def _fca_op(
 
 @_registry.triton_kernel_op("hfsti::fft_channel_attention_backward")
 def _fca_bwd_op(
-    dy: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    fh: torch.Tensor,
+    dy: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fh: torch.Tensor,
     fw: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     dft.check_mats(*q.shape[-2:], fh, fw)
     dy, q, k, v = dy.contiguous(), q.contiguous(), k.contiguous(), v.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(q), torch.empty_like(q)

@@ -142,13 +142,9 @@ def _fu_bwd_kernel(
 
 @_registry.triton_kernel_op("hfsti::fourier_unit")
 def _fu_op(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    fh: torch.Tensor,
-    fw: torch.Tensor,
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor,
     save_spectrum: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     B, C, H, W = x.shape
     dft.check_mats(H, W, fh, fw)
     x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
@@ -165,13 +161,9 @@ def _fu_op(
 
 @_registry.triton_kernel_op("hfsti::fourier_unit_backward")
 def _fu_bwd_op(
-    dy: torch.Tensor,
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    zs: torch.Tensor,
-    fh: torch.Tensor,
+    dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, zs: torch.Tensor, fh: torch.Tensor,
     fw: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     B, C, H, W = x.shape
     dft.check_mats(H, W, fh, fw)
     CO2 = weight.shape[0]

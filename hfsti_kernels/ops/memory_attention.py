@@ -480,13 +480,9 @@ def _fwd_outputs(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _memory_attention_fwd(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_bias: torch.Tensor | None,
-    scale: float,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None, scale: float,
     fp32_precision: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Returns o (B, h, Nq, d) and the base-2 logsumexp (B, h, Nq) saved for the backward."""
     B, H, n_q, d = q.shape
     n_k = k.shape[2]
@@ -502,27 +498,17 @@ def _memory_attention_fwd(
 
 
 def _memory_attention_fwd_fake(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_bias: torch.Tensor | None,
-    scale: float,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None, scale: float,
     fp32_precision: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     return _fwd_outputs(q)
 
 
 def _memory_attention_bwd(
-    do: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_bias: torch.Tensor | None,
-    o: torch.Tensor,
-    lse: torch.Tensor,
-    scale: float,
+    do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    key_bias: torch.Tensor | None, o: torch.Tensor, lse: torch.Tensor, scale: float,
     fp32_precision: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Returns dq, dk, dv and dkey_bias (key_bias's shape; empty when key_bias is None)."""
     B, H, n_q, d = q.shape
     n_k = k.shape[2]
@@ -563,16 +549,10 @@ def _memory_attention_bwd(
 
 
 def _memory_attention_bwd_fake(
-    do: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_bias: torch.Tensor | None,
-    o: torch.Tensor,
-    lse: torch.Tensor,
-    scale: float,
+    do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    key_bias: torch.Tensor | None, o: torch.Tensor, lse: torch.Tensor, scale: float,
     fp32_precision: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     dbias = key_bias.new_empty(key_bias.shape) if key_bias is not None else q.new_empty((0,))
     return q.new_empty(q.shape), k.new_empty(k.shape), k.new_empty(k.shape), dbias
 
@@ -609,14 +589,9 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _ma_triton(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_bias: torch.Tensor | None = None,
-    scale: float | None = None,
-    *,
-    fp32_precision: str = "tf32x3",
-) -> torch.Tensor:
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None = None,
+    scale: float | None = None, *, fp32_precision: str = "tf32x3",
+) -> torch.Tensor:  # fmt: skip
     d = q.shape[-1]
     if d > MAX_HEAD_DIM:
         raise ValueError(

@@ -317,14 +317,9 @@ def _scc_op(
 
 @_registry.triton_kernel_op("hfsti::spectral_correlation_loss_backward")
 def _scc_bwd_op(
-    dout: torch.Tensor,
-    logits: torch.Tensor,
-    spec: torch.Tensor,
-    coef: torch.Tensor,
-    fh: torch.Tensor,
-    fw: torch.Tensor,
-    eps: float,
-) -> torch.Tensor:
+    dout: torch.Tensor, logits: torch.Tensor, spec: torch.Tensor, coef: torch.Tensor,
+    fh: torch.Tensor, fw: torch.Tensor, eps: float,
+) -> torch.Tensor:  # fmt: skip
     meta = _tiles(logits, fh, fw)
     B, _, H, W = logits.shape
     x = logits.contiguous()
