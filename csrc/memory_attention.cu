@@ -42,8 +42,9 @@
 // columns past d are zero-filled and never stored); 128 threads a block, kBM = kBN = 32; dynamic
 // shared memory (acc_t units) (kBM + 2 kBN)(D + 1) + kBM(kBN + 1) + kBN + 3 kBM for the forward,
 // 2(kBM + kBN)(D + 1) + kBM(kBN + 1) + kBN + 2 kBM for dq and that plus kBM(kBN + 1) for dk/dv:
-// at most 149760 B (fp64 dk/dv, D = 128; fp32 d <= 32: 17-26 KB), opted in above 48 KB by the runtime. Indexing within one
-// (b, head) plane and the grid (tiles * B * h blocks) are int; element offsets are 64-bit.
+// at most 149760 B (fp64 dk/dv, D = 128; fp32 with d <= 32: 17-26 KB), opted in above 48 KB by
+// the runtime. Indexing within one (b, head) plane and the grid (tiles * B * h blocks) are int;
+// element offsets are 64-bit.
 #include "hfsti/runtime.h"
 
 namespace hfsti {
