@@ -10,8 +10,8 @@
 //                      query row updates the running max / sum (base 2: every exponential is one
 //                      exp2) and the o accumulator is rescaled and updated in registers. Writes o
 //                      and the base-2 row log-sum-exp (saved for the backward).
-//   hfsti_ma_bwd_dq    one block per query tile: delta_i = sum_d do o (written for the next kernel),
-//                      then over all key tiles P = exp2(S - lse), dS = P (do v^T - delta),
+//   hfsti_ma_bwd_dq    one block per query tile: delta_i = sum_d do o (written for the next
+//                      kernel), then over all key tiles P = exp2(S - lse), dS = P (do v^T - delta),
 //                      dq += dS k; dq = scale dq.
 //   hfsti_ma_bwd_dkdv  one block per key tile, looping over every query tile in order:
 //                      dv += P^T do, dk += dS^T q, and dbias_j += sum_i dS_ij summed by one thread
