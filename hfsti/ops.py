@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +50,8 @@ __all__ = [
     "OpSet",
     "REFERENCE",
     "register_backend",
+    "BACKEND_ENV_VAR",
+    "default_backend",
     "resolve_backend",
     "use_backend",
 ]
@@ -432,6 +435,20 @@ REFERENCE = OpSet(
 _BACKENDS: dict[str, Callable[[], OpSet]] = {"reference": lambda: REFERENCE}
 # Backends that live in other packages register themselves on import.
 _PROVIDERS = {"auto": "hfsti_kernels", "triton": "hfsti_kernels", "cuda": "hfsti_kernels"}
+
+
+BACKEND_ENV_VAR = "HFSTI_BACKEND"
+
+
+def default_backend() -> str:
+    """The backend a new model uses: ``HFSTI_BACKEND`` if set, else "reference"."""
+    name = os.environ.get(BACKEND_ENV_VAR, "reference")
+    known = set(_BACKENDS) | set(_PROVIDERS)
+    if name not in known:
+        raise ValueError(
+            f"{BACKEND_ENV_VAR} environment variable: expected one of {sorted(known)}, got {name!r}"
+        )
+    return name
 
 
 def register_backend(name: str, factory: Callable[[], OpSet]) -> None:

@@ -13,8 +13,9 @@ import os
 
 import torch
 
+from hfsti.ops import BACKEND_ENV_VAR as ENV_VAR
+
 BACKENDS = ("auto", "triton", "reference", "cuda")
-ENV_VAR = "HFSTI_BACKEND"
 
 
 def interpreter_enabled() -> bool:

@@ -123,6 +123,19 @@ def test_set_backend_swaps_every_op_user(model):
     assert all(m.ops is ops.REFERENCE for m in users) and model.config.backend == "reference"
 
 
+def test_hfsti_backend_puts_new_models_on_that_backend(monkeypatch):
+    monkeypatch.delenv("HFSTI_BACKEND", raising=False)
+    assert HFSTIConfig().backend == "reference"
+    monkeypatch.setenv("HFSTI_BACKEND", "triton")
+    model = HFSTINet(HFSTIConfig(channels=16, rmp_heads=2, input_size=32))
+    assert model.config.backend == "triton"
+    assert {m.ops.name for m in model.modules() if hasattr(m, "ops")} == {"triton"}
+    assert HFSTIConfig(backend="reference").backend == "reference"  # an explicit name wins
+    monkeypatch.setenv("HFSTI_BACKEND", "gpu")
+    with pytest.raises(ValueError, match="^HFSTI_BACKEND environment variable: expected one of"):
+        HFSTIConfig()
+
+
 def test_bad_inputs_name_the_argument(model):
     with pytest.raises(ValueError, match="frames: expected a 5-D"):
         model(torch.rand(2, 3, 64, 64))

@@ -9,7 +9,7 @@ frame t therefore depend only on frames <= t.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from hfsti.model.layers import ConvBNReLU
 from hfsti.model.mfe import MFE
 from hfsti.model.pvt_v2 import pvt_v2_b2
 from hfsti.model.rmp import RMP, Memory, mask_to_grid
-from hfsti.ops import OpSet, resolve_backend, use_backend
+from hfsti.ops import OpSet, default_backend, resolve_backend, use_backend
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,7 +42,9 @@ class HFSTIConfig:
         drop_path_rate: stochastic depth of the backbone (training regulariser).
         input_size: side of the square frames the model is trained and run at.
         backend: which implementation of the fused ops the modules call: "reference"
-            (``hfsti.ops``), or "auto"/"triton"/"cuda" from ``hfsti_kernels``.
+            (``hfsti.ops``), or "auto"/"triton"/"cuda" from ``hfsti_kernels``. Defaults to
+            the ``HFSTI_BACKEND`` environment variable, else "reference", read when the config
+            is made, so ``HFSTI_BACKEND=cuda`` puts every model built afterwards on that backend.
     """
 
     channels: int = 96
@@ -51,7 +53,7 @@ class HFSTIConfig:
     memory_frames: int = 1
     drop_path_rate: float = 0.0
     input_size: int = 352
-    backend: str = "reference"
+    backend: str = field(default_factory=default_backend)
 
     def __post_init__(self) -> None:
         for name in ("channels", "rmp_heads", "rmp_mlp_ratio", "memory_frames", "input_size"):
