@@ -26,7 +26,7 @@ class SegmentSummary:
     seconds: float  # wall time of the whole job, reading and writing included
     model_seconds: float  # time spent in the model (synchronised on GPU)
     device: str
-    precision: str  # "fp32 reference", or e.g. "fp16 fused + CUDA graphs"
+    precision: str  # "fp32 reference", or e.g. "fp16 fused (Triton) + CUDA graphs"
     # every distinct (width, height) met, smallest to largest pixel count
     resolutions: tuple[tuple[int, int], ...] = ()
 
@@ -147,9 +147,11 @@ def segment(
         segmenter = accelerate(
             model, dtype=accelerate_dtype, cuda_graphs=cuda_graphs, size=size, backend=backend
         )
+        # Name the ops that really run: accelerate's "auto" is Triton on CUDA, the reference
+        # on CPU; "cuda" is the CUDA kernels on either (emulated on CPU).
+        ops = "CUDA kernels" if backend == "cuda" else "Triton" if device.type == "cuda" else None
         precision = str(accelerate_dtype).removeprefix("torch.")
-        precision += " fused" if device.type == "cuda" else " accelerated (reference ops)"
-        precision += " (CUDA kernels)" if backend == "cuda" else ""
+        precision += f" fused ({ops})" if ops else " accelerated (reference ops)"
         precision += " + CUDA graphs" if segmenter.graphed else ""
     else:
         segmenter = VideoSegmenter(model.eval())
