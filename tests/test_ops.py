@@ -356,21 +356,37 @@ ALL_OPS = [
 ]
 
 
+# Nk = 16 and 32 are multiples of the Triton key block (16 in the interpreter), 5 and 19 are not
+# (a padded tail block).
+@pytest.mark.parametrize("n_k", [5, 16, 19, 32])
 @pytest.mark.parametrize("backend", EDGE_BACKENDS)
-def test_every_key_masked_gives_zero_not_nan(backend):
-    q, k, v, _ = edge_inputs("memory_attention", B=1, C=2, H=3, W=5, dtype=torch.float64)
-    bias = torch.zeros(1, 2, 5, dtype=torch.float64)
-    bias[0, 0] = -math.inf  # head 0: every key masked; head 1: two of five
-    bias[0, 1, :2] = -math.inf
+def test_every_key_masked_gives_zero_not_nan(backend, n_k):
+    q, k, v, bias = edge_inputs("memory_attention", B=2, C=2, H=3, W=n_k, dtype=torch.float64)
+    # Leading keys masked (bias -inf) per (batch, head): two heads with every key masked, one with
+    # two keys masked, one with none, so fully masked rows sit beside live ones.
+    n_masked = {(0, 0): n_k, (0, 1): 2, (1, 0): 0, (1, 1): n_k}
+    for (b, h), m in n_masked.items():
+        bias[b, h, :m] = -math.inf
     leaves = [t.requires_grad_() for t in (q, k, v, bias)]
     o = public("memory_attention")(*leaves, backend=backend)
-    grads = torch.autograd.grad(o.sum(), leaves)
-    assert torch.equal(o[0, 0], torch.zeros_like(o[0, 0]))
-    assert all(torch.isfinite(g).all() for g in grads)
-    assert not grads[0][0, 0].any() and not grads[3][0, 0].any()  # no gradient either
-    # The partly masked head is plain attention over the three remaining keys.
-    expected = ops.memory_attention(q[:, 1:], k[:, 1:, 2:], v[:, 1:, 2:])
-    torch.testing.assert_close(o[:, 1:], expected)
+    do = rand(*o.shape, seed=1)
+    grads = torch.autograd.grad(o, leaves, do)
+    assert torch.isfinite(o).all() and all(torch.isfinite(g).all() for g in grads)
+    for (b, h), m in n_masked.items():
+        head = (slice(b, b + 1), slice(h, h + 1))
+        if m == n_k:  # attends to nothing: output 0 and no gradient to q, k, v or key_bias
+            assert not o[head].any() and not any(g[head].any() for g in grads)
+            continue
+        # Otherwise attention over the unmasked keys alone; the masked ones get no gradient.
+        sub = [t[head].detach().requires_grad_() for t in (q, k[..., m:, :], v[..., m:, :])]
+        sub.append(bias[head][..., m:].detach().requires_grad_())
+        expected = ops.memory_attention(*sub)
+        torch.testing.assert_close(o[head], expected)
+        sub_grads = torch.autograd.grad(expected, sub, do[head])
+        torch.testing.assert_close(grads[0][head], sub_grads[0])
+        for g, sub_g in zip(grads[1:], sub_grads[1:], strict=True):  # k, v, key_bias: dim 2 is Nk
+            torch.testing.assert_close(g[head].narrow(2, m, n_k - m), sub_g)
+            assert not g[head].narrow(2, 0, m).any()
 
 
 @pytest.mark.parametrize("loss", ["structure_loss", "spectral_correlation_loss"])

@@ -16,8 +16,17 @@
 #   deterministic), so its gradient has the key_bias's own shape.
 # - Arbitrary strides everywhere (the model feeds views made with .transpose(1, 2)); a size-1
 #   key_bias dim is a zero stride. Ragged Nq, Nk and d are masked (EVEN_* flags drop the masks
-#   when a size divides its block); masked logits are a large finite negative, never -inf, so
-#   no inf - inf can produce a NaN.
+#   when a size divides its block); padded key columns get the logit -inf, like a key whose bias
+#   is -inf.
+# - Fully masked rows (docs/ops.md, memory_attention): the forward's running max starts at -inf
+#   and stays there while a row has seen no finite logit, so the exponentials subtract a "safe
+#   max", 0 where the max is -inf (one tl.where on a row vector per key block), never
+#   -inf - -inf = NaN. A row whose every logit is -inf ends with l = 0: it gets o = 0 and the
+#   saved lse +BIG, as a padded query row, so the backward's exp2(s - lse) is 0 and every
+#   gradient it feeds is 0. Other rows are unchanged (bitwise: -inf and the former finite
+#   sentinel both give exp2 = 0). A row of finite but huge negative logits (every bias -1e30)
+#   now gets its true forward softmax, not 0/0; its gradients are not exact (log2(l) vanishes
+#   beside m ~ -1.4e30 in the saved lse), outside the contract, which masks with -inf.
 # - Precision: fp16/bf16 tiles feed the tensor cores, accumulating in fp32; fp32 tiles use
 #   3xTF32 by default (about fp32 accuracy, docs/ops.md, Tolerances), "ieee" or the faster
 #   "tf32" on request; fp64 runs in fp64 throughout (the scale is passed as an fp64 scalar), so
@@ -49,7 +58,8 @@ MAX_HEAD_DIM = 128
 FP32_PRECISIONS = ("tf32x3", "ieee", "tf32")
 LOG2E = 1.4426950408889634
 _LOG2E = tl.constexpr(LOG2E)  # the same constant, readable from the kernels
-NEG_BIG = tl.constexpr(-1.0e30)  # "minus infinity" for masked logits, finite in fp32 and fp64
+NEG_INF = tl.constexpr(float("-inf"))  # the logit of a padded key column
+NEG_BIG = tl.constexpr(-1.0e30)  # minus the lse of padded and fully masked rows: exp2(s - lse) = 0
 
 
 # --------------------------------------------------------------------------- kernels
@@ -134,7 +144,7 @@ def _scores(
     DOT: tl.constexpr,
 ):
     """Base-2 logits of a (BLOCK_M, BLOCK_N) block, in the accumulator dtype of qk_scale:
-    log2(e) * (scale * q k^T + key_bias), padded key columns NEG_BIG.
+    log2(e) * (scale * q k^T + key_bias), padded key columns -inf.
 
     q: (BLOCK_M, BLOCK_D); kt: (BLOCK_D, BLOCK_N), K read transposed; b_ptrs: the block's
     BLOCK_N key_bias pointers (unused unless HAS_BIAS); n_ok: the valid key columns;
@@ -146,7 +156,7 @@ def _scores(
         bias = _load_row(b_ptrs, n_ok, 0.0, EVEN_N)
         s += bias.to(acc_ty)[None, :] * tl.full((), _LOG2E, acc_ty)
     if not EVEN_N:
-        s = tl.where(n_ok[None, :], s, NEG_BIG)
+        s = tl.where(n_ok[None, :], s, NEG_INF)
     return s
 
 
@@ -169,7 +179,8 @@ def _ma_fwd_kernel(
     BIAS_PTR: (B, H, N_K) with zero strides on broadcast dims (unused unless HAS_BIAS).
     O_PTR: (B, H, N_Q, HEAD_D) output, input dtype.
     LSE_PTR: (B, H, N_Q) contiguous output, fp32 (fp64 for fp64 inputs):
-        log2(sum_j exp2(s_j)) where s = log2(e) * (scale * q k^T + key_bias).
+        log2(sum_j exp2(s_j)) where s = log2(e) * (scale * q k^T + key_bias); +BIG for a row
+        whose every logit is -inf (its o is 0).
     qk_scale: scale * log2(e).
     """
     acc_ty: tl.constexpr = LSE_PTR.dtype.element_ty
@@ -190,7 +201,7 @@ def _ma_fwd_kernel(
     b_ptrs = BIAS_PTR + off_b * sbb + off_h * sbh + offs_n * sbn
 
     q = _load_tile(q_ptrs, m_ok, d_ok, EVEN_M, EVEN_D)
-    m_i = tl.full((BLOCK_M,), NEG_BIG, acc_ty)
+    m_i = tl.full((BLOCK_M,), NEG_INF, acc_ty)
     l_i = tl.zeros((BLOCK_M,), acc_ty)
     acc = tl.zeros((BLOCK_M, BLOCK_D), acc_ty)
     for start_n in range(0, N_K, BLOCK_N):
@@ -198,17 +209,24 @@ def _ma_fwd_kernel(
         kt = _load_tile(kt_ptrs + start_n * skn, d_ok, n_ok, EVEN_D, EVEN_N)
         s = _scores(q, kt, b_ptrs + start_n * sbn, n_ok, qk_scale, HAS_BIAS, EVEN_N, DOT)
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.exp2(s - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
+        # Safe max: 0 while a row has no finite logit, so that p = exp2(-inf - 0) = 0, not NaN.
+        m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = _load_tile(v_ptrs + start_n * svn, n_ok, d_ok, EVEN_N, EVEN_D)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT, out_dtype=acc_ty)
         m_i = m_new
 
-    o = acc / l_i[:, None]
+    # l >= 1 unless every logit of the row is -inf (every key masked): then acc = 0 gives o = 0,
+    # and lse = +BIG makes the backward's probabilities 0, so no gradient either.
+    dead = l_i == 0
+    l_safe = tl.where(dead, 1.0, l_i)
+    o = acc / l_safe[:, None]
+    lse = tl.where(dead, -NEG_BIG, m_i + tl.log2(l_safe))
     o_ptrs = _tile_ptrs(O_PTR, off_b, off_h, rows_m, cols_d, sob, soh, som, sod)
     _store_tile(o_ptrs, o.to(O_PTR.dtype.element_ty), m_ok, d_ok, EVEN_M, EVEN_D)
-    _store_row(LSE_PTR + pid_bh.to(tl.int64) * N_Q + offs_m, m_i + tl.log2(l_i), m_ok, EVEN_M)
+    _store_row(LSE_PTR + pid_bh.to(tl.int64) * N_Q + offs_m, lse, m_ok, EVEN_M)
 
 
 @triton.jit
@@ -305,7 +323,7 @@ def _ma_bwd_dkdv_kernel(
         if HAS_BIAS:
             st += bias[:, None]
         if not EVEN_N:
-            st = tl.where(n_ok[:, None], st, NEG_BIG)
+            st = tl.where(n_ok[:, None], st, NEG_INF)
         pt = tl.exp2(st - lse[None, :])
         dv += tl.dot(pt.to(dot.dtype), tl.trans(dot), input_precision=DOT, out_dtype=acc_ty)
         dpt = tl.dot(v, dot, input_precision=DOT, out_dtype=acc_ty)
