@@ -7,7 +7,8 @@ Built on first use and cached by :mod:`hfsti_kernels.cuda._hostbuild`: one objec
 compiled in parallel, then linked (each file's name carries a hash of its sources and headers, the
 flags and the compiler's version, so editing one kernel recompiles only that file; a build is
 renamed into place under a file lock, so concurrent processes neither repeat it nor load a
-half-written library). The cache is ``$HFSTI_HOSTBUILD_CACHE`` or ``~/.cache/hfsti_kernels/hostbuild``. The
+half-written library). The cache is ``$HFSTI_HOSTBUILD_CACHE`` or
+``~/.cache/hfsti_kernels/hostbuild``. The
 ``tsan`` variant (ThreadSanitizer) is for race tests; load it only in a process started with
 ``LD_PRELOAD`` set to ``_hostbuild.tsan_runtime()``.
 
