@@ -24,6 +24,7 @@
 // block (__launch_bounds__).
 #include "hfsti/runtime.h"
 #include "hfsti/fft.h"
+#include "hfsti/spectrum.h"
 
 // Z[b, c] = Re rfft2(x[b, c]), Z[b, C + c] = Im rfft2(x[b, c]).
 //   x: (B, C, H, W) T; z: (B, 2C, H, W/2+1) A; planes = B * C.
@@ -36,18 +37,12 @@ __global__ void __launch_bounds__(512, 1) hfsti_fu_spec(const T* __restrict__ x,
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
   const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
-  const int n = H * (W / 2 + 1);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const T* xp = x + (long long)pl * H * W;
     hfsti::fft::rfft2<A>(H, W, [&](int h, int wi) { return (A)hfsti::to_float(xp[h * W + wi]); },
                          w.buf[0], w.buf[1], w.twW, w.twH);
     const int b = pl / C, c = pl - b * C;
-    A* zr = z + ((long long)b * 2 * C + c) * n;
-    A* zi = zr + (long long)C * n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      zr[i] = w.buf[0][i].re;
-      zi[i] = w.buf[0][i].im;
-    }
+    hfsti::spectrum::store(z, w.buf[0], C, b, c, H, W);
     __syncthreads();
   }
 }
@@ -62,17 +57,9 @@ __global__ void __launch_bounds__(512, 1) hfsti_fu_out(const hfsti::acc_t<T>* __
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
   const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
-  const int n = H * (W / 2 + 1);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const int b = pl / Co, o = pl - b * Co;
-    const A* pr = p + ((long long)b * 2 * Co + o) * n;
-    const A* pi = pr + (long long)Co * n;
-    const A br = (A)hfsti::to_float(bias[o]), bi = (A)hfsti::to_float(bias[Co + o]);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      const A re = pr[i] + br, im = pi[i] + bi;
-      w.buf[0][i] = {re > A(0) ? re : A(0), im > A(0) ? im : A(0)};
-    }
-    __syncthreads();
+    hfsti::spectrum::load_relu(w.buf[0], p, bias, Co, b, o, H, W);
     T* yp = y + (long long)pl * H * W;
     hfsti::fft::irfft2<A>(H, W, w.buf[0], w.buf[1], w.twW, w.twH, [&](int h, int wi, A v) {
       yp[h * W + wi] = hfsti::from_float<T>(v);
@@ -91,19 +78,12 @@ __global__ void __launch_bounds__(512, 1) hfsti_fu_spec_bwd(const T* __restrict_
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
   const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
-  const int Wh = W / 2 + 1, n = H * Wh;
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const T* g = dy + (long long)pl * H * W;
     hfsti::fft::rfft2<A>(H, W, [&](int h, int wi) { return (A)hfsti::to_float(g[h * W + wi]); },
                          w.buf[0], w.buf[1], w.twW, w.twH);
     const int b = pl / Co, o = pl - b * Co;
-    const long long re = ((long long)b * 2 * Co + o) * n, im = re + (long long)Co * n;
-    const A br = (A)hfsti::to_float(bias[o]), bi = (A)hfsti::to_float(bias[Co + o]);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      const A cw = hfsti::fft::interior(i % Wh, W) ? A(2) : A(1);
-      gp[re + i] = p[re + i] + br > A(0) ? cw * w.buf[0][i].re : A(0);
-      gp[im + i] = p[im + i] + bi > A(0) ? cw * w.buf[0][i].im : A(0);
-    }
+    hfsti::spectrum::store_relu_grad(gp, p, bias, w.buf[0], Co, b, o, H, W);
     __syncthreads();
   }
 }
@@ -117,16 +97,9 @@ __global__ void __launch_bounds__(512, 1) hfsti_fu_out_bwd(const hfsti::acc_t<T>
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
   const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
-  const int Wh = W / 2 + 1, n = H * Wh;
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const int b = pl / C, c = pl - b * C;
-    const A* gr = gz + ((long long)b * 2 * C + c) * n;
-    const A* gi = gr + (long long)C * n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      const A cw = hfsti::fft::interior(i % Wh, W) ? A(0.5) : A(1);
-      w.buf[0][i] = {cw * gr[i], cw * gi[i]};
-    }
-    __syncthreads();
+    hfsti::spectrum::load_adjoint(w.buf[0], gz, C, b, c, H, W);
     T* out = dx + (long long)pl * H * W;
     hfsti::fft::irfft2<A>(H, W, w.buf[0], w.buf[1], w.twW, w.twH, [&](int h, int wi, A v) {
       out[h * W + wi] = hfsti::from_float<T>(v);

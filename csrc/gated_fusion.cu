@@ -29,6 +29,7 @@
 // plan counts).
 #include "hfsti/runtime.h"
 #include "hfsti/fft.h"
+#include "hfsti/spectrum.h"
 
 namespace hfsti {
 namespace gf {
@@ -51,20 +52,6 @@ __device__ __forceinline__ A dwconv(const T* xc, const A* tap, A bias, int H, in
     }
   }
   return s;
-}
-
-// The spectrum relu(P[b, c] + bias[c]) + i relu(P[b, C + c] + bias[C + c]) into `out`.
-template <class A, class T>
-__device__ void relu_spectrum(fft::cplx<A>* out, const A* p, const T* bias, int C, int b, int c,
-                              int n) {
-  const A* pr = p + ((long long)b * 2 * C + c) * n;
-  const A* pi = pr + (long long)C * n;
-  const A br = (A)to_float(bias[c]), bi = (A)to_float(bias[C + c]);
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const A re = pr[i] + br, im = pi[i] + bi;
-    out[i] = {re > A(0) ? re : A(0), im > A(0) ? im : A(0)};
-  }
-  __syncthreads();
 }
 
 // Sum of v over the block, in a fixed order (deterministic); red: blockDim.x scratch values.
@@ -97,7 +84,6 @@ __global__ void __launch_bounds__(512, 1) hfsti_gf_spec(const T* __restrict__ xf
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
   const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
-  const int n = H * (W / 2 + 1);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const long long off = (long long)pl * H * W;
     // rfft2 calls the loader once per pixel: it also stores x_c, and transforms the rounded
@@ -111,12 +97,7 @@ __global__ void __launch_bounds__(512, 1) hfsti_gf_spec(const T* __restrict__ xf
     };
     hfsti::fft::rfft2<A>(H, W, load, w.buf[0], w.buf[1], w.twW, w.twH);
     const int b = pl / C, c = pl - b * C;
-    A* zr = z + ((long long)b * 2 * C + c) * n;
-    A* zi = zr + (long long)C * n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      zr[i] = w.buf[0][i].re;
-      zi[i] = w.buf[0][i].im;
-    }
+    hfsti::spectrum::store(z, w.buf[0], C, b, c, H, W);
     __syncthreads();
   }
 }
@@ -131,14 +112,13 @@ __global__ void __launch_bounds__(512, 1) hfsti_gf_out(const hfsti::acc_t<T>* __
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
   const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
-  const int n = H * (W / 2 + 1);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const int b = pl / C, c = pl - b * C;
     A tap[9];
     for (int t = 0; t < 9; ++t) tap[t] = (A)hfsti::to_float(dw_w[9 * c + t]);
     const A bias = (A)hfsti::to_float(dw_b[c]);
     const long long off = (long long)pl * H * W;
-    hfsti::gf::relu_spectrum(w.buf[0], p, fu_bias, C, b, c, n);
+    hfsti::spectrum::load_relu(w.buf[0], p, fu_bias, C, b, c, H, W);
     hfsti::fft::irfft2<A>(H, W, w.buf[0], w.buf[1], w.twW, w.twH, [&](int h, int wi, A f) {
       const A s = hfsti::gf::dwconv(xc + off, tap, bias, H, W, h, wi);
       const A gelu = A(0.5) * f * (A(1) + hfsti::gf::erf_(f * A(0.70710678118654752440)));
@@ -163,7 +143,7 @@ __global__ void __launch_bounds__(512, 1) hfsti_gf_spec_bwd(const T* __restrict_
   const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 4);
   A* fd = reinterpret_cast<A*>(w.buf[2]);  // f, then df (a real plane fits in a buffer)
   A* ds = reinterpret_cast<A*>(w.buf[3]);
-  const int Wh = W / 2 + 1, n = H * Wh, N = H * W;
+  const int N = H * W;
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const int b = pl / C, c = pl - b * C;
     A tap[9];
@@ -171,7 +151,7 @@ __global__ void __launch_bounds__(512, 1) hfsti_gf_spec_bwd(const T* __restrict_
     const A bias = (A)hfsti::to_float(dw_b[c]);
     const long long off = (long long)pl * N;
     const T* xp = xc + off;
-    hfsti::gf::relu_spectrum(w.buf[0], p, fu_bias, C, b, c, n);
+    hfsti::spectrum::load_relu(w.buf[0], p, fu_bias, C, b, c, H, W);
     hfsti::fft::irfft2<A>(H, W, w.buf[0], w.buf[1], w.twW, w.twH,
                           [&](int h, int wi, A f) { fd[h * W + wi] = f; });
     for (int i = threadIdx.x; i < N; i += blockDim.x) {
@@ -186,13 +166,7 @@ __global__ void __launch_bounds__(512, 1) hfsti_gf_spec_bwd(const T* __restrict_
     __syncthreads();
     hfsti::fft::rfft2<A>(H, W, [&](int h, int wi) { return fd[h * W + wi]; }, w.buf[0], w.buf[1],
                          w.twW, w.twH);
-    const long long re = ((long long)b * 2 * C + c) * n, im = re + (long long)C * n;
-    const A br = (A)hfsti::to_float(fu_bias[c]), bi = (A)hfsti::to_float(fu_bias[C + c]);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      const A cw = hfsti::fft::interior(i % Wh, W) ? A(2) : A(1);
-      gp[re + i] = p[re + i] + br > A(0) ? cw * w.buf[0][i].re : A(0);
-      gp[im + i] = p[im + i] + bi > A(0) ? cw * w.buf[0][i].im : A(0);
-    }
+    hfsti::spectrum::store_relu_grad(gp, p, fu_bias, w.buf[0], C, b, c, H, W);
     // The conv's adjoint: dx[h, w] = sum_t tap[t] ds[h - i + 1, w - j + 1]; and the partials.
     A part[10] = {};
     for (int i = threadIdx.x; i < N; i += blockDim.x) {
@@ -228,16 +202,9 @@ __global__ void __launch_bounds__(512, 1) hfsti_gf_out_bwd(const hfsti::acc_t<T>
   using A = hfsti::acc_t<T>;
   HFSTI_DYNAMIC_SHARED(double, smem);
   const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
-  const int Wh = W / 2 + 1, n = H * Wh;
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const int b = pl / C, c = pl - b * C;
-    const A* gr = gz + ((long long)b * 2 * C + c) * n;
-    const A* gi = gr + (long long)C * n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      const A cw = hfsti::fft::interior(i % Wh, W) ? A(0.5) : A(1);
-      w.buf[0][i] = {cw * gr[i], cw * gi[i]};
-    }
-    __syncthreads();
+    hfsti::spectrum::load_adjoint(w.buf[0], gz, C, b, c, H, W);
     const long long off = (long long)pl * H * W;
     hfsti::fft::irfft2<A>(H, W, w.buf[0], w.buf[1], w.twW, w.twH, [&](int h, int wi, A v) {
       const long long i = off + h * W + wi;
