@@ -88,5 +88,5 @@ def check_unit_range(name: str, x: torch.Tensor, hint: str = "") -> None:
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the reference computes in: at least float32 (SPEC section 1)."""
+    """The dtype the reference computes in: at least float32 (docs/ops.md, Compute dtype)."""
     return torch.float64 if dtype == torch.float64 else torch.float32

@@ -1,4 +1,7 @@
-"""Evaluation: stream a checkpoint over a SUN-SEG-layout root and score it (SPEC section 4)."""
+"""Evaluation: stream a checkpoint over a SUN-SEG-layout root and score it.
+
+The metrics are those of docs/model.md, Metrics.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The deep-supervision hybrid loss with the spectral term (SPEC section 2)."""
+"""The deep-supervision hybrid loss with the spectral term (docs/model.md, Loss)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The six reference ops of SPEC section 1, in plain PyTorch.
+"""The six reference ops of docs/ops.md, in plain PyTorch.
 
 These functions are the oracle: every kernel in ``hfsti_kernels`` is tested against them
 (evaluated in float64) and benchmarked against them. They run on any device and any floating
@@ -358,7 +358,7 @@ def check_loss_inputs(logits: torch.Tensor, target: torch.Tensor) -> None:
 
 @autocast_policy("fp32")
 def structure_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-pixel-weighted BCE + weighted IoU of PraNet/Polyp-PVT (SPEC 1.5).
+    """Per-pixel-weighted BCE + weighted IoU of PraNet/Polyp-PVT (docs/ops.md, structure_loss).
 
     Args:
         logits: (B, 1, H, W).
@@ -384,7 +384,9 @@ def structure_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def spectral_correlation_loss(
     logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-8
 ) -> torch.Tensor:
-    """One minus the mean Pearson correlation of spectral magnitudes (SPEC 1.6).
+    """One minus the mean Pearson correlation of spectral magnitudes.
+
+    Defined in docs/ops.md, spectral_correlation_loss.
 
     Args:
         logits: (B, 1, H, W).

@@ -213,7 +213,7 @@ def rdft2(x, Br, Bi, Fr, Fi, DOT: tl.constexpr):
 
 @triton.jit
 def irdft2(yr, yi, Ar, Ai, Fr, Fi, DOT: tl.constexpr):
-    """``Re(conj(F_H) @ (yr + i yi) @ (Ar + i Ai))``: the real part of an inverse 2-D DFT.
+    """``Re(conj(F_H) @ (yr + i yi) @ (Ar - i Ai))``: the real part of an inverse 2-D DFT.
 
     2 x (H_P, WH_P) -> real (H_P, W_P); written as ``Fr (yr Ar + yi Ai) + Fi (yi Ar - yr Ai)``
     (F_H is symmetric). With A = (cG)^T this is irfft2_strict.

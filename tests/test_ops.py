@@ -44,7 +44,8 @@ def dft(n: int) -> np.ndarray:
 
 
 def fourier_unit_numpy(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """SPEC 1.2 from explicit DFT matrices and the C2R sum written out term by term."""
+    """The Fourier unit with irfft2_strict (docs/ops.md) from explicit DFT matrices and the C2R
+    sum written out term by term."""
     B, C, H, W = x.shape
     half = W // 2 + 1
     spec = np.einsum("kh,bchw,lw->bckl", dft(H), x, dft(W))[..., :half]

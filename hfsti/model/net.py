@@ -32,7 +32,7 @@ class HFSTIConfig:
     """Every choice of the model, stored beside the weights in checkpoints.
 
     The default (C = 96) has 28.15 M parameters, within 2 % of the paper's 28.53 M; C = 64
-    would give 26.7 M, outside the 5 % the SPEC allows.
+    would give 26.7 M, outside the 5 % bound we hold it to (docs/model.md, Size and cost).
 
     Attributes:
         channels: neck width C, shared by all four levels.

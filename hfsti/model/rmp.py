@@ -2,7 +2,7 @@
 
 Memory is a bank of the last ``T_m`` frames' MFE features and predicted mask probabilities on
 the F4 grid. On an empty bank (first frame of a video) the current frame's own features stand
-in as memory with an all-zero mask, so RMP reduces to self-attention (SPEC section 2).
+in as memory with an all-zero mask, so RMP reduces to self-attention (docs/model.md, Empty memory).
 """
 
 from __future__ import annotations
