@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TOLERANCE, assert_rel_close
+from helpers import TOLERANCE, as_tuple, assert_rel_close, run_with_grads
 
 import hfsti_kernels
 from hfsti import ops as ref
@@ -54,21 +54,6 @@ def cuda_op(op):
 
 
 make_inputs = fft_op_inputs
-
-
-def as_tuple(out):
-    return out if isinstance(out, tuple) else (out,)
-
-
-def run_with_grads(fn, inputs, grad_outs=None, seed=1):
-    """Outputs of ``fn(*inputs)`` and the gradients of every input for random output grads."""
-    inputs = [t.detach().requires_grad_() for t in inputs]
-    outs = as_tuple(fn(*inputs))
-    if grad_outs is None:
-        g = torch.Generator().manual_seed(seed)
-        grad_outs = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
-    grads = torch.autograd.grad(outs, inputs, [go.to(o.dtype) for go, o in zip(grad_outs, outs)])
-    return outs, grads, grad_outs
 
 
 def check_against_reference(op, inputs, tol):
@@ -193,11 +178,11 @@ def _opcheck_cases():
     dy = torch.randn(1, 2, 3, 4)
     params = [t.clone() for t in gf_in[3:]]  # the backward ops take no differentiable inputs
     return [
-        ("fca", fca_mod._fwd, [t.requires_grad_() for t in (q, k, v)]),
+        ("fca", fca_mod.fft_channel_attention, [t.requires_grad_() for t in (q, k, v)]),
         ("fca backward", fca_mod._bwd, [dy, q.detach(), k.detach(), v.detach()]),
-        ("fu", fu_mod._fwd, [t.requires_grad_() for t in (x, w, b)]),
+        ("fu", fu_mod.fourier_unit, [t.requires_grad_() for t in (x, w, b)]),
         ("fu backward", fu_mod._bwd, [dy[:, :1], x.detach(), w.detach(), b.detach()]),
-        ("gf", gf_mod._fwd, [t.clone().requires_grad_() for t in gf_in]),
+        ("gf", gf_mod.gated_fusion, [t.clone().requires_grad_() for t in gf_in]),
         ("gf backward", gf_mod._bwd, [dy, dy * 0.5, gf_in[0].clone(), *params]),
         ("gf backward no g_xc", gf_mod._bwd, [None, dy, gf_in[0].clone(), *params]),
     ]

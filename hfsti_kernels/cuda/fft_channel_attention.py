@@ -18,6 +18,7 @@ import torch
 from hfsti_kernels._registry import kernel_op, register_implementation
 from hfsti_kernels.cuda import _fft_plan
 from hfsti_kernels.cuda import runtime as rt
+from hfsti_kernels.cuda._autograd import register_backward_of_inputs
 
 __all__ = ["fft_channel_attention"]
 
@@ -27,7 +28,14 @@ def _fwd_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 
 
 @kernel_op("hfsti_cuda::fft_channel_attention", fake=_fwd_fake)
-def _fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def fft_channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The CUDA kernels' ``fft_channel_attention`` (inputs already validated by the public op).
+
+    Args:
+        q, k, v: (B, C, H, W), same shape, dtype and device; any strides.
+    Returns:
+        y: (B, C, H, W) in the input dtype; differentiable in q, k, v.
+    """
     q, k, v = (t.contiguous() for t in (q, k, v))
     B, C, H, W = q.shape
     y = q.new_empty(q.shape)
@@ -52,27 +60,5 @@ def _bwd(
     return dq, dk, dv
 
 
-def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _backward(ctx, dy):
-    q, k, v = ctx.saved_tensors
-    return _bwd(dy, q, k, v)
-
-
-_fwd.register_autograd(_backward, setup_context=_setup_context)
-
-
-def fft_channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The CUDA kernels' ``fft_channel_attention`` (inputs already validated by the public op).
-
-    Args:
-        q, k, v: (B, C, H, W), same shape, dtype and device; any strides.
-    Returns:
-        y: (B, C, H, W) in the input dtype; differentiable in q, k, v.
-    """
-    return _fwd(q, k, v)
-
-
+register_backward_of_inputs(fft_channel_attention, _bwd)
 register_implementation("fft_channel_attention", "cuda", fft_channel_attention)

@@ -21,6 +21,7 @@ from hfsti._checks import compute_dtype
 from hfsti_kernels._registry import kernel_op, register_implementation
 from hfsti_kernels.cuda import _fft_plan
 from hfsti_kernels.cuda import runtime as rt
+from hfsti_kernels.cuda._autograd import register_backward_of_inputs
 
 __all__ = ["fourier_unit"]
 
@@ -48,7 +49,14 @@ def _fwd_fake(x, weight, bias):
 
 
 @kernel_op("hfsti_cuda::fourier_unit", fake=_fwd_fake)
-def _fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def fourier_unit(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The CUDA kernels' ``fourier_unit`` (inputs already validated by the public op).
+
+    Args:
+        x: (B, C, H, W); weight: (2C', 2C); bias: (2C',); one dtype and device; any strides.
+    Returns:
+        y: (B, C', H, W) in x's dtype; differentiable in x, weight and bias.
+    """
     x, bias = x.contiguous(), bias.contiguous()
     B, _, H, W = x.shape
     co = weight.shape[0] // 2
@@ -82,27 +90,5 @@ def _bwd(
     return dx, dweight.to(weight.dtype), dbias.to(bias.dtype)
 
 
-def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _backward(ctx, dy):
-    x, weight, bias = ctx.saved_tensors
-    return _bwd(dy, x, weight, bias)
-
-
-_fwd.register_autograd(_backward, setup_context=_setup_context)
-
-
-def fourier_unit(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """The CUDA kernels' ``fourier_unit`` (inputs already validated by the public op).
-
-    Args:
-        x: (B, C, H, W); weight: (2C', 2C); bias: (2C',); one dtype and device; any strides.
-    Returns:
-        y: (B, C', H, W) in x's dtype; differentiable in x, weight and bias.
-    """
-    return _fwd(x, weight, bias)
-
-
+register_backward_of_inputs(fourier_unit, _bwd)
 register_implementation("fourier_unit", "cuda", fourier_unit)

@@ -43,7 +43,7 @@ def _sum_and_spectrum(x_f, x_s, x_0):
 
 
 @kernel_op("hfsti_cuda::gated_fusion", fake=_fwd_fake)
-def _fwd(
+def gated_fusion(
     x_f: torch.Tensor,
     x_s: torch.Tensor,
     x_0: torch.Tensor,
@@ -52,6 +52,14 @@ def _fwd(
     dw_weight: torch.Tensor,
     dw_bias: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CUDA kernels' ``gated_fusion`` (inputs already validated by the public op).
+
+    Args:
+        x_f, x_s, x_0: (B, C, H, W); fu_weight (2C, 2C), fu_bias (2C,); dw_weight (C, 1, 3, 3),
+            dw_bias (C,); one dtype and device; any strides.
+    Returns:
+        (x_c, x_fs), both (B, C, H, W) in the input dtype; differentiable in all seven inputs.
+    """
     x_f, x_s, x_0, fu_bias, dw_weight, dw_bias = (
         t.contiguous() for t in (x_f, x_s, x_0, fu_bias, dw_weight, dw_bias)
     )
@@ -127,27 +135,5 @@ def _backward(ctx, g_xc, g_xfs):
     return (dx, dx, dx, *grads)
 
 
-_fwd.register_autograd(_backward, setup_context=_setup_context)
-
-
-def gated_fusion(
-    x_f: torch.Tensor,
-    x_s: torch.Tensor,
-    x_0: torch.Tensor,
-    fu_weight: torch.Tensor,
-    fu_bias: torch.Tensor,
-    dw_weight: torch.Tensor,
-    dw_bias: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CUDA kernels' ``gated_fusion`` (inputs already validated by the public op).
-
-    Args:
-        x_f, x_s, x_0: (B, C, H, W); fu_weight (2C, 2C), fu_bias (2C,); dw_weight (C, 1, 3, 3),
-            dw_bias (C,); one dtype and device; any strides.
-    Returns:
-        (x_c, x_fs), both (B, C, H, W) in the input dtype; differentiable in all seven inputs.
-    """
-    return _fwd(x_f, x_s, x_0, fu_weight, fu_bias, dw_weight, dw_bias)
-
-
+gated_fusion.register_autograd(_backward, setup_context=_setup_context)
 register_implementation("gated_fusion", "cuda", gated_fusion)
