@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TOLERANCE, assert_rel_close
+from helpers import TOLERANCE, as_tuple, assert_rel_close, run_with_grads, strided_like
 
 from hfsti import ops as ref
 from hfsti_kernels import _registry, _staged, dft
@@ -41,22 +41,6 @@ OPS = tuple(KERNEL)
 INTERPRETER_ONLY = pytest.mark.skipif(
     not interpreter_enabled(), reason="Triton on CPU tensors needs TRITON_INTERPRET=1"
 )
-
-
-def as_tuple(out):
-    return out if isinstance(out, tuple) else (out,)
-
-
-def run_with_grads(fn, inputs, grad_outs=None, seed=1):
-    """Outputs of ``fn(*inputs)`` and the gradients of every input for random output grads."""
-    inputs = [t.detach().requires_grad_() for t in inputs]
-    outs = as_tuple(fn(*inputs))
-    if grad_outs is None:
-        g = torch.Generator().manual_seed(seed)
-        grad_outs = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
-    grad_outs = [go.to(o.device) for go, o in zip(grad_outs, outs)]
-    grads = torch.autograd.grad(outs, inputs, [go.to(o.dtype) for go, o in zip(grad_outs, outs)])
-    return outs, grads, grad_outs
 
 
 def check_against_reference(op, inputs, tol, fn=None):
@@ -119,17 +103,6 @@ def test_gradcheck_triton_float64(op):
     assert torch.autograd.gradcheck(
         lambda *a: KERNEL[op](*a, backend="triton"), inputs, eps=1e-6, atol=1e-7
     )
-
-
-def strided_like(t: torch.Tensor) -> torch.Tensor:
-    """The same values as ``t`` in a non-contiguous layout (a transposed, sliced view)."""
-    if t.dim() < 2:
-        return torch.stack([t, torch.zeros_like(t)], dim=-1)[..., 0]
-    base = torch.zeros(*t.shape[:-2], t.shape[-1], 2 * t.shape[-2], dtype=t.dtype)
-    view = base.transpose(-1, -2)[..., ::2, :]
-    view.copy_(t)
-    assert not view.is_contiguous()
-    return view
 
 
 def test_noncontiguous_inputs(op):

@@ -1,5 +1,6 @@
-"""Comparison helpers shared by the tests: the relative-error tolerances of docs/ops.md,
-Tolerances."""
+"""Helpers shared by the tests: the relative-error tolerances of docs/ops.md (Tolerances) and
+comparisons against them, gradients of an op for random output gradients, non-contiguous copies
+of inputs, and a small model with non-trivial BatchNorm statistics."""
 
 from __future__ import annotations
 
@@ -46,3 +47,50 @@ def assert_rel_close(
             f"{name}: relative error {err:.3e} > {tol:.1e}; worst at index {idx}: "
             f"out={out[idx].item():.6g} ref={ref[idx].item():.6g}"
         )
+
+
+def as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+def run_with_grads(fn, inputs, grad_outs=None, seed=1):
+    """Outputs of ``fn(*inputs)`` and the gradients of every input for random output grads."""
+    inputs = [t.detach().requires_grad_() for t in inputs]
+    outs = as_tuple(fn(*inputs))
+    if grad_outs is None:
+        g = torch.Generator().manual_seed(seed)
+        grad_outs = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
+    grad_outs = [go.to(o.device) for go, o in zip(grad_outs, outs)]
+    grads = torch.autograd.grad(outs, inputs, [go.to(o.dtype) for go, o in zip(grad_outs, outs)])
+    return outs, grads, grad_outs
+
+
+def small_model(memory_frames: int = 1, size: int = 64, seed: int = 0):
+    """An eval-mode HFSTINet with C = 16 and non-trivial BatchNorm statistics, so that folding
+    them is actually exercised."""
+    from torch import nn
+
+    from hfsti import HFSTIConfig, HFSTINet
+
+    torch.manual_seed(seed)
+    config = HFSTIConfig(channels=16, rmp_heads=2, memory_frames=memory_frames, input_size=size)
+    model = HFSTINet(config).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=g))
+    return model
+
+
+def strided_like(t: torch.Tensor) -> torch.Tensor:
+    """The same values as ``t`` in a non-contiguous layout (a transposed, sliced view)."""
+    if t.dim() < 2:
+        return torch.stack([t, torch.zeros_like(t)], dim=-1)[..., 0]
+    base = torch.zeros(*t.shape[:-2], t.shape[-1], 2 * t.shape[-2], dtype=t.dtype)
+    view = base.transpose(-1, -2)[..., ::2, :]
+    view.copy_(t)
+    assert not view.is_contiguous()
+    return view

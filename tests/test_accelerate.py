@@ -11,29 +11,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import CVC612, rel_err
+from helpers import CVC612, rel_err, small_model
 from torch import nn
 
-from hfsti import HFSTIConfig, HFSTINet, VideoSegmenter
+from hfsti import VideoSegmenter
 from hfsti.model.layers import ConvBNReLU
 from hfsti_kernels.accelerate import AcceleratedSegmenter, accelerate, fold_batchnorms
 
 SIZE = 64
-
-
-def small_model(memory_frames: int, size: int = SIZE, seed: int = 0) -> HFSTINet:
-    torch.manual_seed(seed)
-    config = HFSTIConfig(channels=16, rmp_heads=2, memory_frames=memory_frames, input_size=size)
-    model = HFSTINet(config).eval()
-    # Non-trivial BatchNorm statistics, so that folding them is actually exercised.
-    g = torch.Generator().manual_seed(seed + 1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=g))
-    return model
 
 
 @pytest.fixture(scope="module")

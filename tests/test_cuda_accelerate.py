@@ -15,9 +15,9 @@ import shutil
 
 import pytest
 import torch
-from torch import nn
+from helpers import small_model
 
-from hfsti import HFSTIConfig, HFSTINet, VideoSegmenter
+from hfsti import VideoSegmenter
 from hfsti_kernels.accelerate import accelerate
 from hfsti_kernels.cuda import runtime as rt
 
@@ -38,35 +38,6 @@ OP_PREFIXES = {
 @pytest.fixture(autouse=True)
 def _emulate(monkeypatch):
     monkeypatch.setenv(rt.EMULATE_ENV, "1")
-
-
-def small_model(memory_frames: int = 1, seed: int = 0) -> HFSTINet:
-    """C = 16 at 64x64, with non-trivial BatchNorm statistics so that folding them matters."""
-    torch.manual_seed(seed)
-    config = HFSTIConfig(channels=16, rmp_heads=2, memory_frames=memory_frames, input_size=SIZE)
-    model = HFSTINet(config).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=g))
-    return model
-
-
-@pytest.fixture
-def launches(monkeypatch) -> list[str]:
-    """The names of the CUDA kernels launched during the test, in order."""
-    names: list[str] = []
-    real = rt.launch
-
-    def spy(name, *args, **kwargs):
-        names.append(name)
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(rt, "launch", spy)
-    return names
 
 
 def test_fp32_streaming_matches_reference(launches):

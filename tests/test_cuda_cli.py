@@ -46,20 +46,6 @@ def weights(tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.fixture
-def launches(monkeypatch) -> list[str]:
-    """The names of the CUDA kernels launched during the test."""
-    names: list[str] = []
-    real = rt.launch
-
-    def spy(name, *args, **kwargs):
-        names.append(name)
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(rt, "launch", spy)
-    return names
-
-
 def _mini_root(root):
     """A SUN-SEG-layout root holding the two frames of SEQ and their masks."""
     for kind in ("Frame", "GT"):

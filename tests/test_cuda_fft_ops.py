@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TOLERANCE, as_tuple, assert_rel_close, run_with_grads
+from helpers import TOLERANCE, as_tuple, assert_rel_close, run_with_grads, strided_like
 
 import hfsti_kernels
 from hfsti import ops as ref
@@ -124,21 +124,10 @@ def test_fp64_88x88_backward_needs_global_workspace():
     check_against_reference("fft_channel_attention", inputs, TOLERANCE[torch.float64])
 
 
-def _strided_like(t: torch.Tensor) -> torch.Tensor:
-    """The same values as ``t`` in a non-contiguous layout (a transposed, sliced view)."""
-    if t.dim() < 2:
-        return torch.stack([t, torch.zeros_like(t)], dim=-1)[..., 0]
-    base = torch.zeros(*t.shape[:-2], t.shape[-1], 2 * t.shape[-2], dtype=t.dtype)
-    view = base.transpose(-1, -2)[..., ::2, :]
-    view.copy_(t)
-    assert not view.is_contiguous()
-    return view
-
-
 @pytest.mark.parametrize("op", OPS)
 def test_noncontiguous_inputs(op):
     inputs = make_inputs(op, 2, 3, 5, 7, torch.float32, seed=5)
-    strided = [_strided_like(t) for t in inputs]
+    strided = [strided_like(t) for t in inputs]
     outs, grads, grad_outs = run_with_grads(cuda_op(op), inputs)
     s_outs, s_grads, _ = run_with_grads(cuda_op(op), strided, grad_outs)
     for o, s in zip(outs + grads, s_outs + s_grads):

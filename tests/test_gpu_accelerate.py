@@ -20,19 +20,16 @@ it with a checkpoint (``hfsti segment --weights``) before quoting it for bf16.
 
 import pytest
 import torch
+from cvc_streaming import SIZE, check_agreement, cvc_videos
 from helpers import CVC612, rel_err
 
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device", allow_module_level=True)
 
 from hfsti import HFSTIConfig, HFSTINet, VideoSegmenter  # noqa: E402
-from hfsti.data.sunseg import load_frame  # noqa: E402
-from hfsti.segment import frame_to_tensor  # noqa: E402
 from hfsti_kernels.accelerate import accelerate  # noqa: E402
 
 pytestmark = pytest.mark.gpu
-SIZE = 352
-FRAMES = 4
 DEVICE = torch.device("cuda")
 needs_data = pytest.mark.skipif(not CVC612.is_dir(), reason=f"CVC-612 not found at {CVC612}")
 
@@ -40,32 +37,6 @@ needs_data = pytest.mark.skipif(not CVC612.is_dir(), reason=f"CVC-612 not found 
 def make_model(memory_frames: int) -> HFSTINet:
     torch.manual_seed(0)
     return HFSTINet(HFSTIConfig(memory_frames=memory_frames)).to(DEVICE).eval()
-
-
-def cvc_videos(batch: int, first: int = 1, frames: int = FRAMES) -> torch.Tensor:
-    """(frames, batch, 3, SIZE, SIZE): the first ``frames`` frames of ``batch`` sequences."""
-    seqs = [f"seq{first + i:02d}" for i in range(batch)]
-    video = []
-    for seq in seqs:
-        paths = sorted((CVC612 / "Frame" / seq).glob("*.png"))[:frames]
-        video.append(torch.cat([frame_to_tensor(load_frame(p), SIZE, DEVICE) for p in paths]))
-    return torch.stack(video, dim=1)
-
-
-# (minimum Dice per frame, maximum centred relative logit error), see the module notes.
-AGREEMENT = {torch.float16: (0.99, 1e-2), torch.bfloat16: (0.98, 3e-2)}
-
-
-def check_agreement(out: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, where: str) -> None:
-    min_dice, max_err = AGREEMENT[dtype]
-    for b in range(out.shape[0]):
-        thr = want[b].median()
-        mo, mr = out[b] > thr, want[b] > thr
-        dice = (2 * (mo & mr).sum() / (mo.sum() + mr.sum())).item()
-        err = rel_err(out[b] - want[b].mean(), want[b] - want[b].mean())
-        print(f"{where} video {b}: dice {dice:.4f}, centred relative logit error {err:.2e}")
-        assert dice >= min_dice, f"{where} video {b}: dice {dice:.4f} < {min_dice}"
-        assert err < max_err, f"{where} video {b}: relative logit error {err:.2e} >= {max_err}"
 
 
 @needs_data

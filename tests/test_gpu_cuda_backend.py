@@ -32,9 +32,9 @@ try:
 except ValueError as _e:
     pytest.skip(str(_e), allow_module_level=True)
 
+from cvc_streaming import check_agreement, cvc_videos  # noqa: E402
 from fft_op_suite import KERNEL, OPS, as_tuple, check_against_reference  # noqa: E402
 from helpers import CVC612, TOLERANCE, assert_rel_close, rel_err  # noqa: E402
-from test_gpu_accelerate import check_agreement, cvc_videos  # noqa: E402
 
 import hfsti_kernels  # noqa: E402
 from hfsti import HFSTIConfig, HFSTINet, VideoSegmenter  # noqa: E402
@@ -58,20 +58,6 @@ def _cuda_kernels_registered():
     for op in (*OPS, "memory_attention"):
         fn = _registry.implementation(op, "cuda")
         assert fn is not _registry.implementation(op, "triton"), f"{op}: no CUDA implementation"
-
-
-@pytest.fixture
-def launches(monkeypatch) -> list[str]:
-    """The names of the CUDA kernels launched from Python during the test."""
-    names: list[str] = []
-    real = rt.launch
-
-    def spy(name, *args, **kwargs):
-        names.append(name)
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(rt, "launch", spy)
-    return names
 
 
 # --------------------------------------------------------------------------- ops
