@@ -2,7 +2,9 @@
 //
 // Included by hfsti/runtime.h when HFSTI_CUDA_EMULATE is defined (g++ -std=c++20 -pthread, Linux:
 // waits are futexes); never include it directly and never under nvcc. See docs/kernels.md for
-// how the CUDA ops use it.
+// how the CUDA ops use it. It is one header of ~1000 lines on purpose: the thread pool, barriers,
+// warp collectives, shared memory and launch checks share one per-launch state, and kernels see
+// the whole CUDA surface through this single include (emulate_math.h holds the maths library).
 //
 // Design
 // - Every CUDA thread of a block is a real OS thread from one process-wide pool (grown on demand,
