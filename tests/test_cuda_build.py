@@ -168,7 +168,8 @@ def test_argument_kinds_are_checked_against_the_kernel(emulated):
 
 def test_launch_limits_are_enforced_and_name_the_kernel(emulated):
     x = torch.randn(8)
-    args = _rotate_args(x, torch.empty_like(x), 8)
+    y = torch.empty_like(x)  # held: a typed pointer does not keep its tensor alive
+    args = _rotate_args(x, y, 8)
     with pytest.raises(RuntimeError, match=r"^hfsti_test_rotate<float>: "):
         rt.launch("hfsti_test_rotate<float>", (1,), (2048,), 32, args, x)
     with pytest.raises(TypeError, match=r"hfsti_test_rotate<float>: block\[1\]: expected >= 1"):

@@ -38,7 +38,8 @@ def inverse(gz: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """dx = rfft2^T(gZ) for gZ (B, 2C, H*(W//2+1)), in ``like``'s dtype and shape (B, C, H, W)."""
     B, C, H, W = like.shape
     dx = like.new_empty(like.shape)
-    args = [rt.ptr(gz.contiguous()), rt.ptr(dx), rt.i32(C)]
+    gz = gz.contiguous()  # held until the launch: rt.ptr keeps only the address
+    args = [rt.ptr(gz), rt.ptr(dx), rt.i32(C)]
     _fft_plan.launch("hfsti_fu_out_bwd", like, args, B * C, H, W, nbuf=2)
     return dx
 

@@ -69,7 +69,9 @@ class Arg(NamedTuple):
 
 def ptr(t: torch.Tensor | None) -> Arg:
     """The address of ``t``'s first element (``None``: a null pointer). Strides are not
-    passed along: give the kernel contiguous tensors or their strides as integers."""
+    passed along: give the kernel contiguous tensors or their strides as integers. Only the
+    address is kept: the caller holds ``t`` until the launch has run (a temporary freed before
+    the launch leaves the kernel writing into freed memory)."""
     if t is None:
         return Arg(PTR, 0)
     if not isinstance(t, torch.Tensor):
