@@ -38,6 +38,7 @@ __all__ = [
     "check_fourier_unit_inputs",
     "check_gated_fusion_inputs",
     "check_memory_attention_inputs",
+    "key_bias_grad",
     "check_loss_inputs",
     "fft_channel_attention",
     "fourier_unit",
@@ -302,6 +303,16 @@ def check_memory_attention_inputs(
             )
         check_shape("key_bias", key_bias, (None, None, Nk))
         check_like("key_bias", key_bias, "q", q)
+
+
+def key_bias_grad(grad: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+    """The gradient of a (B, h, Nk) ``grad`` of the broadcast bias, taken back to ``key_bias``'s
+    shape and dtype: summed (deterministically, by torch) over the size-1 dims it broadcasts
+    along. For kernels that write the full-size bias gradient."""
+    dims = [i for i in (0, 1) if key_bias.shape[i] == 1 and grad.shape[i] != 1]
+    if dims:
+        grad = grad.sum(dim=dims, keepdim=True)
+    return grad.to(key_bias.dtype)
 
 
 @autocast_policy("lower")

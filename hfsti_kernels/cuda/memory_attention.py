@@ -14,6 +14,7 @@ stride). The head dim d is padded to a tile of 32, 64 or 128 (the kernel templat
 import torch
 
 from hfsti._checks import compute_dtype
+from hfsti.ops import key_bias_grad
 from hfsti_kernels._registry import kernel_op, register_implementation
 from hfsti_kernels.cuda import runtime as rt
 
@@ -135,13 +136,7 @@ def _bwd(
     args = [*inputs, *_strided(do), rt.ptr(lse), rt.ptr(delta), rt.ptr(dk), rt.ptr(dv),
             rt.ptr(dbias if has_bias else None)]  # fmt: skip
     _launch("bwd_dkdv", q, _tiles(n_k, BLOCK_N) * B * H, args, sizes, scales)
-    if has_bias:
-        # Sum over the dims key_bias broadcasts along (a deterministic torch reduction).
-        dims = [i for i in (0, 1) if key_bias.shape[i] == 1 and dbias.shape[i] != 1]
-        if dims:
-            dbias = dbias.sum(dim=dims, keepdim=True)
-        dbias = dbias.to(key_bias.dtype)
-    return dq, dk, dv, dbias
+    return dq, dk, dv, (key_bias_grad(dbias, key_bias) if has_bias else dbias)
 
 
 def _setup_context(ctx, inputs, output) -> None:
