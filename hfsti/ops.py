@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from hfsti._checks import (
     check_like,
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 
-def _upcast(*tensors: torch.Tensor) -> list[torch.Tensor]:
+def _upcast(*tensors: Tensor) -> list[Tensor]:
     return [t.to(compute_dtype(t.dtype)) for t in tensors]
 
 
@@ -89,7 +90,7 @@ def autocast_policy(rule: str) -> Callable[[Callable], Callable]:
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
             device = tensors[0].device.type if tensors else None
             if (
                 device is None
@@ -100,7 +101,7 @@ def autocast_policy(rule: str) -> Callable[[Callable], Callable]:
             dtype = torch.get_autocast_dtype(device) if rule == "lower" else torch.float32
 
             def cast(a):
-                eligible = isinstance(a, torch.Tensor) and a.is_floating_point()
+                eligible = isinstance(a, Tensor) and a.is_floating_point()
                 return a.to(dtype) if eligible and a.dtype != torch.float64 else a
 
             with torch.autocast(device, enabled=False):
@@ -114,7 +115,7 @@ def autocast_policy(rule: str) -> Callable[[Callable], Callable]:
 # --------------------------------------------------------------------------- 1.1
 
 
-def check_fft_channel_attention_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+def check_fft_channel_attention_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
     """Validate the arguments of :func:`fft_channel_attention`."""
     check_tensor("q", q, ndim=4)
     check_tensor("k", k, ndim=4)
@@ -124,7 +125,7 @@ def check_fft_channel_attention_inputs(q: torch.Tensor, k: torch.Tensor, v: torc
 
 
 @autocast_policy("lower")
-def fft_channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def fft_channel_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Frequency-domain channel attention of FFB: ``irfft2(rfft2(q) * rfft2(k) * rfft2(v))``.
 
     Args:
@@ -144,7 +145,7 @@ def fft_channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> 
 # --------------------------------------------------------------------------- 1.2
 
 
-def irfft2_strict(spec: torch.Tensor, width: int) -> torch.Tensor:
+def irfft2_strict(spec: Tensor, width: int) -> Tensor:
     """Inverse real 2-D transform of a half spectrum that need not be Hermitian.
 
     Inverse complex FFT along H, then the imaginary parts of the bins that a real signal
@@ -166,7 +167,7 @@ def irfft2_strict(spec: torch.Tensor, width: int) -> torch.Tensor:
     return torch.fft.irfft(t, n=width, dim=-1, norm="ortho")
 
 
-def check_fourier_unit_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
+def check_fourier_unit_inputs(x: Tensor, weight: Tensor, bias: Tensor) -> None:
     """Validate the arguments of :func:`fourier_unit`."""
     check_tensor("x", x, ndim=4)
     check_tensor("weight", weight, ndim=2)
@@ -184,7 +185,7 @@ def check_fourier_unit_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch
 
 
 @autocast_policy("lower")
-def fourier_unit(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def fourier_unit(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """Fourier unit (FFC/LaMa): a 1x1 conv + ReLU on the stacked real/imag spectrum.
 
     Args:
@@ -209,14 +210,10 @@ def fourier_unit(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
 
 
 def check_gated_fusion_inputs(
-    x_f: torch.Tensor,
-    x_s: torch.Tensor,
-    x_0: torch.Tensor,
-    fu_weight: torch.Tensor,
-    fu_bias: torch.Tensor,
-    dw_weight: torch.Tensor,
-    dw_bias: torch.Tensor,
-) -> None:
+    x_f: Tensor, x_s: Tensor, x_0: Tensor,
+    fu_weight: Tensor, fu_bias: Tensor,
+    dw_weight: Tensor, dw_bias: Tensor,
+) -> None:  # fmt: skip
     """Validate the arguments of :func:`gated_fusion`."""
     check_tensor("x_f", x_f, ndim=4)
     check_tensor("x_s", x_s, ndim=4)
@@ -224,34 +221,24 @@ def check_gated_fusion_inputs(
     check_same(("x_f", "x_s", "x_0"), (x_f, x_s, x_0))
     check_nonempty("x_f", x_f, "(B, C, H, W)")
     C = x_f.shape[1]
-    check_tensor("fu_weight", fu_weight, ndim=2)
-    check_shape("fu_weight", fu_weight, (2 * C, 2 * C))
-    check_tensor("fu_bias", fu_bias, ndim=1)
-    check_shape("fu_bias", fu_bias, (2 * C,))
-    check_tensor("dw_weight", dw_weight, ndim=4)
-    check_shape("dw_weight", dw_weight, (C, 1, 3, 3))
-    check_tensor("dw_bias", dw_bias, ndim=1)
-    check_shape("dw_bias", dw_bias, (C,))
     params = (
-        ("fu_weight", fu_weight),
-        ("fu_bias", fu_bias),
-        ("dw_weight", dw_weight),
-        ("dw_bias", dw_bias),
+        ("fu_weight", fu_weight, (2 * C, 2 * C)),
+        ("fu_bias", fu_bias, (2 * C,)),
+        ("dw_weight", dw_weight, (C, 1, 3, 3)),
+        ("dw_bias", dw_bias, (C,)),
     )
-    for name, t in params:
+    for name, t, shape in params:
+        check_tensor(name, t, ndim=len(shape))
+        check_shape(name, t, shape)
         check_like(name, t, "x_f", x_f)
 
 
 @autocast_policy("lower")
 def gated_fusion(
-    x_f: torch.Tensor,
-    x_s: torch.Tensor,
-    x_0: torch.Tensor,
-    fu_weight: torch.Tensor,
-    fu_bias: torch.Tensor,
-    dw_weight: torch.Tensor,
-    dw_bias: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    x_f: Tensor, x_s: Tensor, x_0: Tensor,
+    fu_weight: Tensor, fu_bias: Tensor,
+    dw_weight: Tensor, dw_bias: Tensor,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Core of the Intertwined Fusion Block.
 
     Args:
@@ -275,11 +262,7 @@ def gated_fusion(
 
 
 def check_memory_attention_inputs(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_bias: torch.Tensor | None = None,
-    scale: float | None = None,
+    q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None = None, scale: float | None = None
 ) -> None:
     """Validate the arguments of :func:`memory_attention`."""
     check_tensor("q", q, ndim=4)
@@ -305,7 +288,7 @@ def check_memory_attention_inputs(
         check_like("key_bias", key_bias, "q", q)
 
 
-def key_bias_grad(grad: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+def key_bias_grad(grad: Tensor, key_bias: Tensor) -> Tensor:
     """The gradient of a (B, h, Nk) ``grad`` of the broadcast bias, taken back to ``key_bias``'s
     shape and dtype: summed (deterministically, by torch) over the size-1 dims it broadcasts
     along. For kernels that write the full-size bias gradient."""
@@ -317,12 +300,8 @@ def key_bias_grad(grad: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
 
 @autocast_policy("lower")
 def memory_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_bias: torch.Tensor | None = None,
-    scale: float | None = None,
-) -> torch.Tensor:
+    q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None = None, scale: float | None = None
+) -> Tensor:
     """Multi-head cross-attention with an additive per-key bias (the mask prior of MAM).
 
     Args:
@@ -350,7 +329,7 @@ def memory_attention(
 # --------------------------------------------------------------------------- losses
 
 
-def check_loss_inputs(logits: torch.Tensor, target: torch.Tensor) -> None:
+def check_loss_inputs(logits: Tensor, target: Tensor) -> None:
     """Validate the (logits, target) pair of the two losses: non-empty, target in [0, 1]
     (checked with one ``aminmax``, a host sync; skipped for meta/fake tensors and while
     torch.compile traces)."""
@@ -368,7 +347,7 @@ def check_loss_inputs(logits: torch.Tensor, target: torch.Tensor) -> None:
 
 
 @autocast_policy("fp32")
-def structure_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def structure_loss(logits: Tensor, target: Tensor) -> Tensor:
     """Per-pixel-weighted BCE + weighted IoU of PraNet/Polyp-PVT (docs/ops.md, structure_loss).
 
     Args:
@@ -392,9 +371,7 @@ def structure_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @autocast_policy("fp32")
-def spectral_correlation_loss(
-    logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-8
-) -> torch.Tensor:
+def spectral_correlation_loss(logits: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
     """One minus the mean Pearson correlation of spectral magnitudes.
 
     Defined in docs/ops.md, spectral_correlation_loss.
@@ -427,12 +404,12 @@ class OpSet:
     """One implementation of each op; modules call ops only through one of these."""
 
     name: str
-    fft_channel_attention: Callable[..., torch.Tensor]
-    fourier_unit: Callable[..., torch.Tensor]
-    gated_fusion: Callable[..., tuple[torch.Tensor, torch.Tensor]]
-    memory_attention: Callable[..., torch.Tensor]
-    structure_loss: Callable[..., torch.Tensor]
-    spectral_correlation_loss: Callable[..., torch.Tensor]
+    fft_channel_attention: Callable[..., Tensor]
+    fourier_unit: Callable[..., Tensor]
+    gated_fusion: Callable[..., tuple[Tensor, Tensor]]
+    memory_attention: Callable[..., Tensor]
+    structure_loss: Callable[..., Tensor]
+    spectral_correlation_loss: Callable[..., Tensor]
 
 
 REFERENCE = OpSet(
