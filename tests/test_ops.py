@@ -16,6 +16,7 @@ from helpers import TOLERANCE, assert_rel_close
 import hfsti_kernels
 from hfsti import ops
 from hfsti_kernels._inputs import attention_inputs, fft_op_inputs, loss_inputs
+from hfsti_kernels._registry import OPS
 
 SHAPES = [(1, 3, 5, 7), (2, 3, 11, 13), (1, 2, 6, 8), (5, 1, 1, 1), (1, 1, 4, 1)]
 
@@ -347,16 +348,6 @@ def edge_inputs(op, B=2, C=3, H=5, W=7, dtype=torch.float32):
     return fft_op_inputs(op, B, C, H, W, dtype)
 
 
-ALL_OPS = [
-    "fft_channel_attention",
-    "fourier_unit",
-    "gated_fusion",
-    "memory_attention",
-    "structure_loss",
-    "spectral_correlation_loss",
-]
-
-
 # Nk = 16 and 32 are multiples of the Triton key block (16 in the interpreter), 5 and 19 are not
 # (a padded tail block).
 @pytest.mark.parametrize("n_k", [5, 16, 19, 32])
@@ -417,7 +408,7 @@ def test_target_outside_unit_range_is_refused(loss, backend):
 
 
 @pytest.mark.parametrize("dim", range(4))
-@pytest.mark.parametrize("op", ALL_OPS)
+@pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("backend", EDGE_BACKENDS)
 def test_zero_sizes_are_refused(backend, op, dim):
     """B, C, H or W (memory attention: B, h, Nq or Nk) of size zero: one error everywhere."""
@@ -450,7 +441,7 @@ def test_invalid_fp32_precision_is_refused_on_every_backend(backend):
         public("memory_attention")(q, k, v, bias, backend=backend, fp32_precision="fp64")
 
 
-@pytest.mark.parametrize("op", ALL_OPS)
+@pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("backend", EDGE_BACKENDS)
 def test_meta_tensors_give_shapes(backend, op):
     real = edge_inputs(op)
