@@ -1,6 +1,7 @@
 """Helpers shared by the tests: the relative-error tolerances of docs/ops.md (Tolerances) and
 comparisons against them, gradients of an op for random output gradients, non-contiguous copies
-of inputs, and a small model with non-trivial BatchNorm statistics."""
+of inputs and memory-attention inputs in the model's strided layout, and a small model with
+non-trivial BatchNorm statistics."""
 
 from __future__ import annotations
 
@@ -94,3 +95,17 @@ def strided_like(t: torch.Tensor) -> torch.Tensor:
     view.copy_(t)
     assert not view.is_contiguous()
     return view
+
+
+def model_layout_attention_inputs(n_k: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """float32 q (2, 3, 9, 8), k, v (2, 3, n_k, 8) and key_bias (2, 3, n_k) drawn from ``g``,
+    none contiguous: (B, N, h, d) tokens viewed as (B, h, N, d) as the model builds them, v also
+    strided along d, key_bias a transposed (B, Nk, h) tensor."""
+    B, h, n_q, d = 2, 3, 9, 8
+    q = torch.randn(B, n_q, h, d, generator=g).transpose(1, 2)
+    k = torch.randn(B, n_k, h, d, generator=g).transpose(1, 2)
+    v = torch.randn(B, n_k, h, 2 * d, generator=g)[..., ::2].transpose(1, 2)
+    key_bias = torch.randn(B, n_k, h, generator=g).transpose(1, 2)
+    inputs = (q, k, v, key_bias)
+    assert not any(t.is_contiguous() for t in inputs)
+    return inputs

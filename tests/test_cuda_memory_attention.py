@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TOLERANCE, assert_rel_close
+from helpers import TOLERANCE, assert_rel_close, model_layout_attention_inputs
 
 from hfsti.ops import memory_attention as reference
 from hfsti_kernels import _registry
@@ -128,16 +128,9 @@ def test_fp32_precision_modes_are_accepted_and_identical():
 
 
 def test_non_contiguous_inputs_match_contiguous_bitwise():
-    # The model's layout: (B, N, h, d) tokens viewed as (B, h, N, d); v also strided along d.
-    B, h, n_q, n_k, d = 2, 3, 9, 35, 8
     g = torch.Generator().manual_seed(3)
-    q = torch.randn(B, n_q, h, d, generator=g).transpose(1, 2)
-    k = torch.randn(B, n_k, h, d, generator=g).transpose(1, 2)
-    v = torch.randn(B, n_k, h, 2 * d, generator=g)[..., ::2].transpose(1, 2)
-    key_bias = torch.randn(B, n_k, h, generator=g).transpose(1, 2)
-    strided = (q, k, v, key_bias)
-    assert not any(t.is_contiguous() for t in strided)
-    do = torch.randn(q.shape, generator=g, dtype=torch.float64)
+    strided = model_layout_attention_inputs(35, g)
+    do = torch.randn(strided[0].shape, generator=g, dtype=torch.float64)
     for got, want in zip(cuda_run(strided, do), cuda_run([t.contiguous() for t in strided], do)):
         assert torch.equal(got, want)
     check_against_reference(strided, TOLERANCE[torch.float32])

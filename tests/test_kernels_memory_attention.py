@@ -6,7 +6,7 @@ Forward and every gradient (dq, dk, dv, dkey_bias) are compared with ``hfsti.ops
 
 import pytest
 import torch
-from helpers import TOLERANCE, assert_rel_close, rel_err
+from helpers import TOLERANCE, assert_rel_close, model_layout_attention_inputs, rel_err
 
 from hfsti.ops import memory_attention as reference
 from hfsti_kernels._inputs import ATTENTION_BIASES, attention_inputs
@@ -77,15 +77,8 @@ def test_large_logits_do_not_overflow():
 
 
 def test_non_contiguous_inputs():
-    # How the model builds them: (B, N, h, d) tokens viewed as (B, h, N, d).
-    B, h, n_q, n_k, d = 2, 3, 9, 19, 8
-    g = torch.Generator().manual_seed(3)
-    q = torch.randn(B, n_q, h, d, generator=g).transpose(1, 2)
-    k = torch.randn(B, n_k, h, d, generator=g).transpose(1, 2)
-    v = torch.randn(B, n_k, h, 2 * d, generator=g)[..., ::2].transpose(1, 2)
-    key_bias = torch.randn(B, n_k, h, generator=g).transpose(1, 2)
-    assert not any(t.is_contiguous() for t in (q, k, v, key_bias))
-    check_against_reference(q, k, v, key_bias, 1e-5)
+    strided = model_layout_attention_inputs(19, torch.Generator().manual_seed(3))
+    check_against_reference(*strided, 1e-5)
 
 
 def test_expanded_output_gradient():
