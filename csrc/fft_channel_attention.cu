@@ -106,11 +106,5 @@ __global__ void __launch_bounds__(512, 1) hfsti_fca_bwd(const T* __restrict__ dy
 }
 
 #include "hfsti/kernel_table.h"
-HFSTI_REGISTER_KERNEL(hfsti_fca_fwd<double>);
-HFSTI_REGISTER_KERNEL(hfsti_fca_fwd<float>);
-HFSTI_REGISTER_KERNEL(hfsti_fca_fwd<hfsti::half_t>);
-HFSTI_REGISTER_KERNEL(hfsti_fca_fwd<hfsti::bf16_t>);
-HFSTI_REGISTER_KERNEL(hfsti_fca_bwd<double>);
-HFSTI_REGISTER_KERNEL(hfsti_fca_bwd<float>);
-HFSTI_REGISTER_KERNEL(hfsti_fca_bwd<hfsti::half_t>);
-HFSTI_REGISTER_KERNEL(hfsti_fca_bwd<hfsti::bf16_t>);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_fca_fwd);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_fca_bwd);

@@ -108,19 +108,7 @@ __global__ void __launch_bounds__(512, 1) hfsti_fu_out_bwd(const hfsti::acc_t<T>
 }
 
 #include "hfsti/kernel_table.h"
-HFSTI_REGISTER_KERNEL(hfsti_fu_spec<double>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_spec<float>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_spec<hfsti::half_t>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_spec<hfsti::bf16_t>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_out<double>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_out<float>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_out<hfsti::half_t>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_out<hfsti::bf16_t>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_spec_bwd<double>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_spec_bwd<float>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_spec_bwd<hfsti::half_t>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_spec_bwd<hfsti::bf16_t>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_out_bwd<double>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_out_bwd<float>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_out_bwd<hfsti::half_t>);
-HFSTI_REGISTER_KERNEL(hfsti_fu_out_bwd<hfsti::bf16_t>);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_fu_spec);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_fu_out);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_fu_spec_bwd);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_fu_out_bwd);

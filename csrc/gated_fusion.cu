@@ -215,19 +215,7 @@ __global__ void __launch_bounds__(512, 1) hfsti_gf_out_bwd(const hfsti::acc_t<T>
 }
 
 #include "hfsti/kernel_table.h"
-HFSTI_REGISTER_KERNEL(hfsti_gf_spec<double>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_spec<float>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_spec<hfsti::half_t>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_spec<hfsti::bf16_t>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_out<double>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_out<float>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_out<hfsti::half_t>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_out<hfsti::bf16_t>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_spec_bwd<double>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_spec_bwd<float>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_spec_bwd<hfsti::half_t>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_spec_bwd<hfsti::bf16_t>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_out_bwd<double>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_out_bwd<float>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_out_bwd<hfsti::half_t>);
-HFSTI_REGISTER_KERNEL(hfsti_gf_out_bwd<hfsti::bf16_t>);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_gf_spec);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_gf_out);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_gf_spec_bwd);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_gf_out_bwd);

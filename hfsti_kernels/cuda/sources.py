@@ -3,7 +3,8 @@
 ``csrc/`` lives at the repository root; setup.py ships it as the data package
 ``hfsti_kernels.csrc``, so an installed wheel finds it next to this package and an editable
 install (or a plain checkout) finds it at the root. The kernels a file registers are read from
-its ``HFSTI_REGISTER_KERNEL(<name expression>);`` lines (csrc/include/hfsti/kernel_table.h), the
+its ``HFSTI_REGISTER_KERNEL(<name expression>);`` and
+``HFSTI_REGISTER_KERNEL_FOR_DTYPES(<kernel>);`` lines (csrc/include/hfsti/kernel_table.h), the
 one list that the nvcc build, the NVRTC/CuPy path and the reports share.
 """
 
@@ -15,7 +16,10 @@ import importlib.util
 import re
 from pathlib import Path
 
-_REGISTRATION = re.compile(r"^\s*HFSTI_REGISTER_KERNEL\((.+)\)\s*;", re.MULTILINE)
+_REGISTRATION = re.compile(r"^\s*HFSTI_REGISTER_KERNEL(_FOR_DTYPES)?\((.+)\)\s*;", re.MULTILINE)
+# The storage types HFSTI_REGISTER_KERNEL_FOR_DTYPES registers a kernel for, in its order
+# (csrc/include/hfsti/kernel_table.h).
+DTYPES = ("double", "float", "hfsti::half_t", "hfsti::bf16_t")
 
 
 @functools.cache
@@ -59,7 +63,11 @@ def normalise(expr: str) -> str:
 def registrations(path: Path) -> list[str]:
     """The kernel name expressions that the source ``path`` registers, in order."""
     text = Path(path).read_text(encoding="utf-8")
-    return [normalise(m.group(1)) for m in _REGISTRATION.finditer(text)]
+    names = []
+    for m in _REGISTRATION.finditer(text):
+        expr = normalise(m.group(2))
+        names += [f"{expr}<{t}>" for t in DTYPES] if m.group(1) else [expr]
+    return names
 
 
 @functools.cache

@@ -12,8 +12,12 @@
 //
 // `HFSTI_REGISTER_KERNEL(expr)` registers the function named by the name expression `expr`
 // under the string `#expr` (e.g. "hfsti_fca_fwd<float>"), which is also the NVRTC name
-// expression of the CuPy path. Tools parse these lines, so write one literal registration per
-// line at file scope. Under NVRTC (`__CUDACC_RTC__`) this header is empty and the macro vanishes.
+// expression of the CuPy path. `HFSTI_REGISTER_KERNEL_FOR_DTYPES(kernel)` registers `kernel<T>`
+// for the four storage types T (double, float, hfsti::half_t, hfsti::bf16_t, in that order), each
+// under the name HFSTI_REGISTER_KERNEL gives it. Tools parse these lines
+// (hfsti_kernels/cuda/sources.py expands the second form alike), so write one literal
+// registration per line at file scope. Under NVRTC (`__CUDACC_RTC__`) this header is empty and
+// the macros vanish.
 //
 // Limits: parameters must be pointers, 32- or 64-bit integers, float or double (a static_assert
 // names any other type); no structs by value.
@@ -210,3 +214,10 @@ bool add(const char* expr) {
 
 #endif  // HFSTI_KERNEL_TABLE_REGISTRY_ONLY
 #endif  // __CUDACC_RTC__
+
+// One kernel template for every storage type (see the header comment).
+#define HFSTI_REGISTER_KERNEL_FOR_DTYPES(kernel) \
+  HFSTI_REGISTER_KERNEL(kernel<double>);         \
+  HFSTI_REGISTER_KERNEL(kernel<float>);          \
+  HFSTI_REGISTER_KERNEL(kernel<hfsti::half_t>);  \
+  HFSTI_REGISTER_KERNEL(kernel<hfsti::bf16_t>)
