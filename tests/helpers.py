@@ -1,7 +1,8 @@
 """Helpers shared by the tests: the relative-error tolerances of docs/ops.md (Tolerances) and
 comparisons against them, gradients of an op for random output gradients, non-contiguous copies
-of inputs and memory-attention inputs in the model's strided layout, and a small model with
-non-trivial BatchNorm statistics."""
+of inputs, memory-attention inputs in the model's strided layout and its float64 gradcheck on a
+backend, CUDA-graph replays of an op's forward + backward beside eager runs, and a small model
+with non-trivial BatchNorm statistics."""
 
 from __future__ import annotations
 
@@ -66,6 +67,38 @@ def run_with_grads(fn, inputs, grad_outs=None, seed=1):
     return outs, grads, grad_outs
 
 
+def graph_replays(fn, static, seeds, fresh_inputs):
+    """Capture forward + backward of ``fn`` on ``static`` in a CUDA graph once; for each seed copy
+    ``fresh_inputs(seed)`` and new output gradients in, replay, and yield (replayed results, eager
+    results on the same data): the outputs, then the gradients of the inputs that require them."""
+    outs = as_tuple(fn(*static))
+    gouts = [torch.randn_like(o) for o in outs]
+    diff = [t for t in static if t.requires_grad]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    # Warm-up outside the capture: kernel compiles, cache fills, shared-memory opt-ins.
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            torch.autograd.grad(as_tuple(fn(*static)), diff, gouts)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        g_outs = as_tuple(fn(*static))
+        g_grads = torch.autograd.grad(g_outs, diff, gouts)
+    for seed in seeds:
+        fresh = fresh_inputs(seed)
+        with torch.no_grad():
+            for s, f in zip(static, fresh):
+                s.copy_(f)
+            for g in gouts:
+                g.normal_()
+        graph.replay()
+        leaves = [f.requires_grad_(s.requires_grad) for s, f in zip(static, fresh)]
+        want_outs = as_tuple(fn(*leaves))
+        want_grads = torch.autograd.grad(want_outs, [t for t in leaves if t.requires_grad], gouts)
+        yield (*g_outs, *g_grads), (*want_outs, *want_grads)
+
+
 def small_model(memory_frames: int = 1, size: int = 64, seed: int = 0):
     """An eval-mode HFSTINet with C = 16 and non-trivial BatchNorm statistics, so that folding
     them is actually exercised."""
@@ -109,3 +142,18 @@ def model_layout_attention_inputs(n_k: int, g: torch.Generator) -> tuple[torch.T
     inputs = (q, k, v, key_bias)
     assert not any(t.is_contiguous() for t in inputs)
     return inputs
+
+
+def memory_attention_gradcheck(backend: str) -> bool:
+    """torch.autograd.gradcheck of the public memory_attention on ``backend`` in float64, with a
+    batch-broadcast key bias and a custom scale (fails by raising)."""
+    from hfsti_kernels._inputs import attention_inputs
+    from hfsti_kernels.ops.memory_attention import memory_attention
+
+    q, k, v, key_bias = attention_inputs((1, 2, 3, 5, 4), torch.float64, "bcast_b")
+    inputs = [t.clone().requires_grad_() for t in (q, k, v, key_bias)]
+
+    def fn(q, k, v, key_bias):
+        return memory_attention(q, k, v, key_bias, 0.6, backend=backend)
+
+    return torch.autograd.gradcheck(fn, inputs)

@@ -19,7 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TOLERANCE, assert_rel_close, model_layout_attention_inputs
+from helpers import (
+    TOLERANCE,
+    assert_rel_close,
+    memory_attention_gradcheck,
+    model_layout_attention_inputs,
+)
 
 from hfsti.ops import memory_attention as reference
 from hfsti_kernels import _registry
@@ -226,13 +231,7 @@ def test_opcheck_backward(bias):
 
 
 def test_gradcheck_float64():
-    q, k, v, key_bias = attention_inputs((1, 2, 3, 5, 4), torch.float64, "bcast_b")
-    inputs = [t.clone().requires_grad_() for t in (q, k, v, key_bias)]
-
-    def fn(q, k, v, key_bias):
-        return memory_attention(q, k, v, key_bias, 0.6, backend="cuda")
-
-    assert torch.autograd.gradcheck(fn, inputs)
+    assert memory_attention_gradcheck("cuda")
 
 
 # --------------------------------------------------------------------------- ThreadSanitizer

@@ -20,7 +20,7 @@ it with a checkpoint (``hfsti segment --weights``) before quoting it for bf16.
 
 import pytest
 import torch
-from cvc_streaming import SIZE, check_agreement, cvc_videos
+from cvc_streaming import SIZE, check_agreement, check_replay_equals_eager, cvc_videos
 from helpers import CVC612, rel_err
 
 if not torch.cuda.is_available():
@@ -72,20 +72,10 @@ def test_replay_equals_eager(memory_frames, dtype, tol):
     reset. Both run the same kernels on the same shapes; the tolerance only allows for
     cuDNN/cuBLAS picking a different (non-bitwise-identical) algorithm inside a capture."""
     model = make_model(memory_frames)
-    g = torch.Generator(device=DEVICE).manual_seed(1)
     graphed = accelerate(model, dtype=dtype, batch_size=2)
     eager = accelerate(model, dtype=dtype, batch_size=2, cuda_graphs=False)
     assert graphed.graphed and not eager.graphed
-    for _ in range(2):
-        graphed.reset()
-        eager.reset()
-        for t in range(memory_frames + 2):
-            frame = torch.rand(2, 3, SIZE, SIZE, device=DEVICE, generator=g)
-            out, want = graphed.step(frame), eager.step(frame)
-            err = rel_err(out, want)
-            print(f"{dtype} T_m={memory_frames} frame {t}: replay vs eager rel error {err:.2e}")
-            assert err <= tol
-            assert rel_err(graphed.memory.features, eager.memory.features) <= tol
+    check_replay_equals_eager(graphed, eager, tol)
 
 
 def test_fp32_graphs_match_reference():

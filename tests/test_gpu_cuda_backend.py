@@ -32,9 +32,9 @@ try:
 except ValueError as _e:
     pytest.skip(str(_e), allow_module_level=True)
 
-from cvc_streaming import check_agreement, cvc_videos  # noqa: E402
-from fft_op_suite import KERNEL, OPS, as_tuple, check_against_reference  # noqa: E402
-from helpers import CVC612, TOLERANCE, assert_rel_close, rel_err  # noqa: E402
+from cvc_streaming import check_agreement, check_replay_equals_eager, cvc_videos  # noqa: E402
+from fft_op_suite import KERNEL, OPS, check_against_reference  # noqa: E402
+from helpers import CVC612, TOLERANCE, assert_rel_close, graph_replays, rel_err  # noqa: E402
 
 import hfsti_kernels  # noqa: E402
 from hfsti import HFSTIConfig, HFSTINet, VideoSegmenter  # noqa: E402
@@ -107,36 +107,6 @@ def test_memory_attention_matches_reference(shape, dtype, bias, launches):
     assert any(n.startswith("hfsti_ma_") for n in launches), "no CUDA kernel ran"
 
 
-def _captured(fn, static, seeds, fresh_inputs):
-    """Capture forward + backward of ``fn`` on ``static`` once; for each seed copy fresh inputs
-    in, replay, and yield (replayed results, eager results on the same data)."""
-    outs = as_tuple(fn(*static))
-    gouts = [torch.randn_like(o) for o in outs]
-    diff = [t for t in static if t.requires_grad]
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up: CuPy's NVRTC compile, shared-memory opt-ins
-        for _ in range(2):
-            torch.autograd.grad(as_tuple(fn(*static)), diff, gouts)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        g_outs = as_tuple(fn(*static))
-        g_grads = torch.autograd.grad(g_outs, diff, gouts)
-    for seed in seeds:
-        fresh = fresh_inputs(seed)
-        with torch.no_grad():
-            for s, f in zip(static, fresh):
-                s.copy_(f)
-            for g in gouts:
-                g.normal_()
-        graph.replay()
-        leaves = [f.requires_grad_(s.requires_grad) for s, f in zip(static, fresh)]
-        want_outs = as_tuple(fn(*leaves))
-        want_grads = torch.autograd.grad(want_outs, [t for t in leaves if t.requires_grad], gouts)
-        yield (*g_outs, *g_grads), (*want_outs, *want_grads)
-
-
 @pytest.mark.parametrize("op", [*OPS, "memory_attention"])
 def test_ops_capture_in_cuda_graphs(op):
     """Replays equal eager runs: bitwise where only csrc kernels run; fourier_unit and
@@ -154,7 +124,7 @@ def test_ops_capture_in_cuda_graphs(op):
             return fft_inputs(op, 44, torch.float32, seed)
 
     static = [t.requires_grad_() for t in fresh(0)]
-    for got, want in _captured(fn, static, (1, 2), fresh):
+    for got, want in graph_replays(fn, static, (1, 2), fresh):
         for i, (a, b) in enumerate(zip(got, want)):
             if op in ("fft_channel_attention", "memory_attention"):
                 assert torch.equal(a, b), f"{op} result {i}: replay != eager"
@@ -181,21 +151,16 @@ def test_accelerate_cuda_backend_replay_equals_eager(memory_frames, dtype, tol, 
     graphed = accelerate(model, dtype=dtype, batch_size=2, backend="cuda")
     eager = accelerate(model, dtype=dtype, batch_size=2, cuda_graphs=False, backend="cuda")
     assert graphed.graphed and not eager.graphed and graphed.backend == "cuda"
-    g = torch.Generator(device=DEV).manual_seed(1)
-    for _ in range(2):
-        graphed.reset()
-        eager.reset()
-        for t in range(memory_frames + 2):
-            frame = torch.rand(2, 3, SIZE, SIZE, device=DEV, generator=g)
-            before = len(launches)
-            out = graphed.step(frame)
-            assert len(launches) == before, "a graphed step launched kernels from Python"
-            want = eager.step(frame)
-            assert len(launches) > before, "the eager step ran no CUDA kernel"
-            err = rel_err(out, want)
-            print(f"{dtype} T_m={memory_frames} frame {t}: replay vs eager rel error {err:.2e}")
-            assert err <= tol
-            assert rel_err(graphed.memory.features, eager.memory.features) <= tol
+
+    def steps(frame):
+        before = len(launches)
+        out = graphed.step(frame)
+        assert len(launches) == before, "a graphed step launched kernels from Python"
+        want = eager.step(frame)
+        assert len(launches) > before, "the eager step ran no CUDA kernel"
+        return out, want
+
+    check_replay_equals_eager(graphed, eager, tol, steps)
 
 
 def test_accelerate_cuda_backend_fp32_matches_reference():

@@ -23,7 +23,7 @@ from fft_op_suite import (  # noqa: E402
     run_with_grads,
     strided_like,
 )
-from helpers import TOLERANCE, assert_rel_close  # noqa: E402
+from helpers import TOLERANCE, assert_rel_close, graph_replays  # noqa: E402
 
 from hfsti_kernels import _registry, _staged, dft  # noqa: E402
 from hfsti_kernels._inputs import fft_op_inputs  # noqa: E402
@@ -135,31 +135,13 @@ def test_compile_inductor_fullgraph(op, dtype):
 def test_cuda_graph_capture_replay(op):
     """Forward + backward captured once; replays on new data equal eager runs bitwise."""
     fn = lambda *a: KERNEL[op](*a, backend="triton")  # noqa: E731
-    static = [t.requires_grad_() for t in cuda_inputs(op, 8, 64, 44, 44, torch.float32)]
-    outs = as_tuple(fn(*static))
-    static_gouts = [torch.randn_like(o) for o in outs]
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up: compile kernels, fill the DFT cache
-        for _ in range(2):
-            torch.autograd.grad(as_tuple(fn(*static)), static, static_gouts)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        g_outs = as_tuple(fn(*static))
-        g_grads = torch.autograd.grad(g_outs, static, static_gouts)
-    for seed in (11, 12):
-        fresh = cuda_inputs(op, 8, 64, 44, 44, torch.float32, seed=seed)
-        gouts = [torch.randn_like(o) for o in outs]
-        with torch.no_grad():
-            for s, f in zip(static, fresh):
-                s.copy_(f)
-            for s, g in zip(static_gouts, gouts):
-                s.copy_(g)
-        graph.replay()
-        torch.cuda.synchronize()
-        e_outs, e_grads, _ = run_with_grads(fn, fresh, gouts)
-        for a, b in zip(list(g_outs) + list(g_grads), e_outs + e_grads):
+
+    def fresh(seed):
+        return cuda_inputs(op, 8, 64, 44, 44, torch.float32, seed=seed)
+
+    static = [t.requires_grad_() for t in fresh(0)]
+    for got, want in graph_replays(fn, static, (11, 12), fresh):
+        for a, b in zip(got, want):
             assert torch.equal(a, b), f"{op}: graph replay differs from eager"
 
 

@@ -6,7 +6,13 @@ Forward and every gradient (dq, dk, dv, dkey_bias) are compared with ``hfsti.ops
 
 import pytest
 import torch
-from helpers import TOLERANCE, assert_rel_close, model_layout_attention_inputs, rel_err
+from helpers import (
+    TOLERANCE,
+    assert_rel_close,
+    memory_attention_gradcheck,
+    model_layout_attention_inputs,
+    rel_err,
+)
 
 from hfsti.ops import memory_attention as reference
 from hfsti_kernels._inputs import ATTENTION_BIASES, attention_inputs
@@ -93,13 +99,7 @@ def test_expanded_output_gradient():
 
 
 def test_gradcheck_float64():
-    q, k, v, key_bias = attention_inputs((1, 2, 3, 5, 4), torch.float64, "bcast_b")
-    inputs = [t.clone().requires_grad_() for t in (q, k, v, key_bias)]
-
-    def fn(q, k, v, key_bias):
-        return memory_attention(q, k, v, key_bias, 0.6, backend="triton")
-
-    assert torch.autograd.gradcheck(fn, inputs)
+    assert memory_attention_gradcheck("triton")
 
 
 def test_bias_gradient_is_deterministic():
