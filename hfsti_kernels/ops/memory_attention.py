@@ -133,6 +133,37 @@ def _tile_ptrs(PTR, off_b, off_h, rows, cols, sb, sh, sr, sc):
 
 
 @triton.jit
+def _acc_scales(sm_scale, qk_scale, acc_ty: tl.constexpr):
+    """The backward kernels' fp64 scale arguments as scalars of the accumulation dtype."""
+    return tl.full((), sm_scale, acc_ty), tl.full((), qk_scale, acc_ty)
+
+
+@triton.jit
+def _block_tiles(
+    A_PTR, sab, sah, sar, sad,  # (B, H, N, HEAD_D)
+    C_PTR, scb, sch, scr, scd,  # (B, H, N, HEAD_D)
+    H, N, HEAD_D,
+    BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr, EVEN_D: tl.constexpr,
+):  # fmt: skip
+    """This program's block of BLOCK rows (of N) and the (BLOCK, BLOCK_D) tiles of A and C
+    there, for the backward kernels that keep two tiles of their block resident.
+
+    Returns (pid_bh, off_b, off_h, offs, ok, offs_d, d_ok, a, c): as :func:`_program_block`,
+    then the rows' mask, the head dim's offsets and mask, and the two tiles.
+    """
+    pid_bh, off_b, off_h, offs = _program_block(H, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    ok = offs < N
+    d_ok = offs_d < HEAD_D
+    rows, cols = offs[:, None], offs_d[None, :]
+    a_ptrs = _tile_ptrs(A_PTR, off_b, off_h, rows, cols, sab, sah, sar, sad)
+    c_ptrs = _tile_ptrs(C_PTR, off_b, off_h, rows, cols, scb, sch, scr, scd)
+    a = _load_tile(a_ptrs, ok, d_ok, EVEN, EVEN_D)
+    c = _load_tile(c_ptrs, ok, d_ok, EVEN, EVEN_D)
+    return pid_bh, off_b, off_h, offs, ok, offs_d, d_ok, a, c
+
+
+@triton.jit
 def _scores(
     q,
     kt,
@@ -244,16 +275,11 @@ def _ma_bwd_delta_kernel(
     DELTA_PTR: (B, H, N_Q) contiguous output, fp32 (fp64 for fp64 inputs).
     """
     acc_ty: tl.constexpr = DELTA_PTR.dtype.element_ty
-    pid_bh, off_b, off_h, offs_m = _program_block(H, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    m_ok = offs_m < N_Q
-    d_ok = offs_d < HEAD_D
-    rows_m, cols_d = offs_m[:, None], offs_d[None, :]
-    o_ptrs = _tile_ptrs(O_PTR, off_b, off_h, rows_m, cols_d, sob, soh, som, sod)
-    do_ptrs = _tile_ptrs(DO_PTR, off_b, off_h, rows_m, cols_d, sdob, sdoh, sdom, sdod)
-    o = _load_tile(o_ptrs, m_ok, d_ok, EVEN_M, EVEN_D).to(acc_ty)
-    do = _load_tile(do_ptrs, m_ok, d_ok, EVEN_M, EVEN_D).to(acc_ty)
-    delta = tl.sum(o * do, 1)
+    pid_bh, _, _, offs_m, m_ok, _, _, o, do = _block_tiles(
+        O_PTR, sob, soh, som, sod, DO_PTR, sdob, sdoh, sdom, sdod, H, N_Q, HEAD_D,
+        BLOCK_M, BLOCK_D, EVEN_M, EVEN_D,
+    )  # fmt: skip
+    delta = tl.sum(o.to(acc_ty) * do.to(acc_ty), 1)
     _store_row(DELTA_PTR + pid_bh.to(tl.int64) * N_Q + offs_m, delta, m_ok, EVEN_M)
 
 
@@ -284,25 +310,18 @@ def _ma_bwd_dkdv_kernel(
     """
     acc_ty: tl.constexpr = LSE_PTR.dtype.element_ty
     log2e = tl.full((), _LOG2E, acc_ty)
-    sm_scale = tl.full((), sm_scale, acc_ty)
-    qk_scale = tl.full((), qk_scale, acc_ty)
+    sm_scale, qk_scale = _acc_scales(sm_scale, qk_scale, acc_ty)
 
-    pid_bh, off_b, off_h, offs_n = _program_block(H, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    n_ok = offs_n < N_K
-    d_ok = offs_d < HEAD_D
-
-    rows_n, cols_d = offs_n[:, None], offs_d[None, :]
-    k_ptrs = _tile_ptrs(K_PTR, off_b, off_h, rows_n, cols_d, skb, skh, skn, skd)
-    v_ptrs = _tile_ptrs(V_PTR, off_b, off_h, rows_n, cols_d, svb, svh, svn, svd)
-    k = _load_tile(k_ptrs, n_ok, d_ok, EVEN_N, EVEN_D)
-    v = _load_tile(v_ptrs, n_ok, d_ok, EVEN_N, EVEN_D)
+    pid_bh, off_b, off_h, offs_n, n_ok, offs_d, d_ok, k, v = _block_tiles(
+        K_PTR, skb, skh, skn, skd, V_PTR, svb, svh, svn, svd, H, N_K, HEAD_D,
+        BLOCK_N, BLOCK_D, EVEN_N, EVEN_D,
+    )  # fmt: skip
     if HAS_BIAS:
         b_ptrs = BIAS_PTR + off_b * sbb + off_h * sbh + offs_n * sbn
         bias = _load_row(b_ptrs, n_ok, 0.0, EVEN_N).to(acc_ty) * log2e
 
     # Q and dO read transposed, (BLOCK_D, BLOCK_M).
+    offs_m = tl.arange(0, BLOCK_M)
     rows_mt, cols_dt = offs_m[None, :], offs_d[:, None]
     qt_ptrs = _tile_ptrs(Q_PTR, off_b, off_h, rows_mt, cols_dt, sqb, sqh, sqm, sqd)
     dot_ptrs = _tile_ptrs(DO_PTR, off_b, off_h, rows_mt, cols_dt, sdob, sdoh, sdom, sdod)
@@ -364,25 +383,18 @@ def _ma_bwd_dq_kernel(
     sm_scale: the logit scale; qk_scale: sm_scale * log2(e).
     """
     acc_ty: tl.constexpr = LSE_PTR.dtype.element_ty
-    sm_scale = tl.full((), sm_scale, acc_ty)
-    qk_scale = tl.full((), qk_scale, acc_ty)
+    sm_scale, qk_scale = _acc_scales(sm_scale, qk_scale, acc_ty)
 
-    pid_bh, off_b, off_h, offs_m = _program_block(H, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    m_ok = offs_m < N_Q
-    d_ok = offs_d < HEAD_D
-
-    rows_m, cols_d = offs_m[:, None], offs_d[None, :]
-    q_ptrs = _tile_ptrs(Q_PTR, off_b, off_h, rows_m, cols_d, sqb, sqh, sqm, sqd)
-    do_ptrs = _tile_ptrs(DO_PTR, off_b, off_h, rows_m, cols_d, sdob, sdoh, sdom, sdod)
-    q = _load_tile(q_ptrs, m_ok, d_ok, EVEN_M, EVEN_D)
-    do = _load_tile(do_ptrs, m_ok, d_ok, EVEN_M, EVEN_D)
+    pid_bh, off_b, off_h, offs_m, m_ok, offs_d, d_ok, q, do = _block_tiles(
+        Q_PTR, sqb, sqh, sqm, sqd, DO_PTR, sdob, sdoh, sdom, sdod, H, N_Q, HEAD_D,
+        BLOCK_M, BLOCK_D, EVEN_M, EVEN_D,
+    )  # fmt: skip
     # A padded query row gets lse = +BIG, so its probabilities are exactly 0.
     lse = _load_row(LSE_PTR + pid_bh.to(tl.int64) * N_Q + offs_m, m_ok, -NEG_BIG, EVEN_M)
     delta = _load_row(DELTA_PTR + pid_bh.to(tl.int64) * N_Q + offs_m, m_ok, 0.0, EVEN_M)
 
     # K and V read transposed, (BLOCK_D, BLOCK_N).
+    offs_n = tl.arange(0, BLOCK_N)
     rows_nt, cols_dt = offs_n[None, :], offs_d[:, None]
     kt_ptrs = _tile_ptrs(K_PTR, off_b, off_h, rows_nt, cols_dt, skb, skh, skn, skd)
     vt_ptrs = _tile_ptrs(V_PTR, off_b, off_h, rows_nt, cols_dt, svb, svh, svn, svd)
