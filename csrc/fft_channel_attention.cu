@@ -18,28 +18,6 @@
 #include "hfsti/runtime.h"
 #include "hfsti/fft.h"
 
-namespace hfsti {
-namespace fca {
-
-using fft::cplx;
-
-using fft::Work;
-
-template <class A, class T>
-__device__ void rfft2_of(const T* x, int H, int W, cplx<A>* out, cplx<A>* tmp, const Work<A>& w) {
-  fft::rfft2<A>(H, W, [&](int h, int wi) { return (A)to_float(x[h * W + wi]); }, out, tmp, w.twW,
-                w.twH);
-}
-
-template <class A, class T>
-__device__ void irfft2_to(T* y, int H, int W, cplx<A>* spec, cplx<A>* tmp, const Work<A>& w) {
-  fft::irfft2<A>(H, W, spec, tmp, w.twW, w.twH,
-                 [&](int h, int wi, A val) { y[h * W + wi] = from_float<T>(val); });
-}
-
-}  // namespace fca
-}  // namespace hfsti
-
 // y = irfft2(rfft2(q) * rfft2(k) * rfft2(v)) per plane.
 //   q, k, v, y: (planes, H, W) contiguous (planes = B * C).
 //   ws: null (workspace in dynamic shared memory, (W + H + 3 * plane_elems) complex acc values),
@@ -49,19 +27,18 @@ template <class T>
 __global__ void __launch_bounds__(512, 1) hfsti_fca_fwd(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ y, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
-  HFSTI_DYNAMIC_SHARED(double, smem);
-  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 3);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(ws, H, W, 3);
   const int n = H * (W / 2 + 1);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const long long off = (long long)pl * H * W;
-    hfsti::fca::rfft2_of(q + off, H, W, w.buf[0], w.buf[2], w);
-    hfsti::fca::rfft2_of(k + off, H, W, w.buf[1], w.buf[2], w);
+    hfsti::fft::rfft2_of(q + off, H, W, w.buf[0], w.buf[2], w);
+    hfsti::fft::rfft2_of(k + off, H, W, w.buf[1], w.buf[2], w);
     for (int i = threadIdx.x; i < n; i += blockDim.x) w.buf[0][i] = cmul(w.buf[0][i], w.buf[1][i]);
     __syncthreads();
-    hfsti::fca::rfft2_of(v + off, H, W, w.buf[1], w.buf[2], w);
+    hfsti::fft::rfft2_of(v + off, H, W, w.buf[1], w.buf[2], w);
     for (int i = threadIdx.x; i < n; i += blockDim.x) w.buf[0][i] = cmul(w.buf[0][i], w.buf[1][i]);
     __syncthreads();
-    hfsti::fca::irfft2_to(y + off, H, W, w.buf[0], w.buf[1], w);
+    hfsti::fft::irfft2_to(y + off, H, W, w.buf[0], w.buf[1], w);
   }
 }
 
@@ -75,33 +52,32 @@ __global__ void __launch_bounds__(512, 1) hfsti_fca_bwd(const T* __restrict__ dy
   // clang-format on
   using A = hfsti::acc_t<T>;
   using hfsti::fft::cmulc;
-  HFSTI_DYNAMIC_SHARED(double, smem);
-  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 4);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(ws, H, W, 4);
   hfsti::fft::cplx<A> *b0 = w.buf[0], *b1 = w.buf[1], *b2 = w.buf[2], *b3 = w.buf[3];
   const int n = H * (W / 2 + 1);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const long long off = (long long)pl * H * W;
-    hfsti::fca::rfft2_of(dy + off, H, W, b0, b3, w);
-    hfsti::fca::rfft2_of(k + off, H, W, b1, b3, w);
+    hfsti::fft::rfft2_of(dy + off, H, W, b0, b3, w);
+    hfsti::fft::rfft2_of(k + off, H, W, b1, b3, w);
     for (int i = threadIdx.x; i < n; i += blockDim.x) b1[i] = cmulc(b0[i], b1[i]);  // DY conj K
     __syncthreads();
-    hfsti::fca::rfft2_of(v + off, H, W, b2, b3, w);
+    hfsti::fft::rfft2_of(v + off, H, W, b2, b3, w);
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
       const hfsti::fft::cplx<A> vv = b2[i];
       b0[i] = cmulc(b0[i], vv);  // DY conj V
       b2[i] = cmulc(b1[i], vv);  // dQ = DY conj K conj V
     }
     __syncthreads();
-    hfsti::fca::irfft2_to(dq + off, H, W, b2, b3, w);
-    hfsti::fca::rfft2_of(q + off, H, W, b2, b3, w);
+    hfsti::fft::irfft2_to(dq + off, H, W, b2, b3, w);
+    hfsti::fft::rfft2_of(q + off, H, W, b2, b3, w);
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
       const hfsti::fft::cplx<A> qq = b2[i];
       b0[i] = cmulc(b0[i], qq);  // dK = DY conj V conj Q
       b1[i] = cmulc(b1[i], qq);  // dV = DY conj K conj Q
     }
     __syncthreads();
-    hfsti::fca::irfft2_to(dk + off, H, W, b0, b2, w);
-    hfsti::fca::irfft2_to(dv + off, H, W, b1, b2, w);
+    hfsti::fft::irfft2_to(dk + off, H, W, b0, b2, w);
+    hfsti::fft::irfft2_to(dv + off, H, W, b1, b2, w);
   }
 }
 

@@ -35,12 +35,9 @@ template <class T>
 __global__ void __launch_bounds__(512, 1) hfsti_fu_spec(const T* __restrict__ x, hfsti::acc_t<T>* __restrict__ z, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
-  HFSTI_DYNAMIC_SHARED(double, smem);
-  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(ws, H, W, 2);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
-    const T* xp = x + (long long)pl * H * W;
-    hfsti::fft::rfft2<A>(H, W, [&](int h, int wi) { return (A)hfsti::to_float(xp[h * W + wi]); },
-                         w.buf[0], w.buf[1], w.twW, w.twH);
+    hfsti::fft::rfft2_of(x + (long long)pl * H * W, H, W, w.buf[0], w.buf[1], w);
     const int b = pl / C, c = pl - b * C;
     hfsti::spectrum::store(z, w.buf[0], C, b, c, H, W);
     __syncthreads();
@@ -55,15 +52,11 @@ template <class T>
 __global__ void __launch_bounds__(512, 1) hfsti_fu_out(const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ bias, T* __restrict__ y, int Co, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
-  HFSTI_DYNAMIC_SHARED(double, smem);
-  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(ws, H, W, 2);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const int b = pl / Co, o = pl - b * Co;
     hfsti::spectrum::load_relu(w.buf[0], p, bias, Co, b, o, H, W);
-    T* yp = y + (long long)pl * H * W;
-    hfsti::fft::irfft2<A>(H, W, w.buf[0], w.buf[1], w.twW, w.twH, [&](int h, int wi, A v) {
-      yp[h * W + wi] = hfsti::from_float<T>(v);
-    });
+    hfsti::fft::irfft2_to(y + (long long)pl * H * W, H, W, w.buf[0], w.buf[1], w);
   }
 }
 
@@ -76,12 +69,9 @@ template <class T>
 __global__ void __launch_bounds__(512, 1) hfsti_fu_spec_bwd(const T* __restrict__ dy, const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ bias, hfsti::acc_t<T>* __restrict__ gp, int Co, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
-  HFSTI_DYNAMIC_SHARED(double, smem);
-  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(ws, H, W, 2);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
-    const T* g = dy + (long long)pl * H * W;
-    hfsti::fft::rfft2<A>(H, W, [&](int h, int wi) { return (A)hfsti::to_float(g[h * W + wi]); },
-                         w.buf[0], w.buf[1], w.twW, w.twH);
+    hfsti::fft::rfft2_of(dy + (long long)pl * H * W, H, W, w.buf[0], w.buf[1], w);
     const int b = pl / Co, o = pl - b * Co;
     hfsti::spectrum::store_relu_grad(gp, p, bias, w.buf[0], Co, b, o, H, W);
     __syncthreads();
@@ -95,15 +85,11 @@ template <class T>
 __global__ void __launch_bounds__(512, 1) hfsti_fu_out_bwd(const hfsti::acc_t<T>* __restrict__ gz, T* __restrict__ dx, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
-  HFSTI_DYNAMIC_SHARED(double, smem);
-  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(ws, H, W, 2);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const int b = pl / C, c = pl - b * C;
     hfsti::spectrum::load_adjoint(w.buf[0], gz, C, b, c, H, W);
-    T* out = dx + (long long)pl * H * W;
-    hfsti::fft::irfft2<A>(H, W, w.buf[0], w.buf[1], w.twW, w.twH, [&](int h, int wi, A v) {
-      out[h * W + wi] = hfsti::from_float<T>(v);
-    });
+    hfsti::fft::irfft2_to(dx + (long long)pl * H * W, H, W, w.buf[0], w.buf[1], w);
   }
 }
 

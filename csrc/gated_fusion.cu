@@ -82,8 +82,7 @@ template <class T>
 __global__ void __launch_bounds__(512, 1) hfsti_gf_spec(const T* __restrict__ xf, const T* __restrict__ xs, const T* __restrict__ x0, T* __restrict__ xc, hfsti::acc_t<T>* __restrict__ z, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
-  HFSTI_DYNAMIC_SHARED(double, smem);
-  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(ws, H, W, 2);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const long long off = (long long)pl * H * W;
     // rfft2 calls the loader once per pixel: it also stores x_c, and transforms the rounded
@@ -110,8 +109,7 @@ template <class T>
 __global__ void __launch_bounds__(512, 1) hfsti_gf_out(const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ fu_bias, const T* __restrict__ xc, const T* __restrict__ dw_w, const T* __restrict__ dw_b, T* __restrict__ xfs, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
-  HFSTI_DYNAMIC_SHARED(double, smem);
-  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(ws, H, W, 2);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const int b = pl / C, c = pl - b * C;
     A tap[9];
@@ -138,9 +136,8 @@ template <class T>
 __global__ void __launch_bounds__(512, 1) hfsti_gf_spec_bwd(const T* __restrict__ gxfs, const hfsti::acc_t<T>* __restrict__ p, const T* __restrict__ fu_bias, const T* __restrict__ xc, const T* __restrict__ dw_w, const T* __restrict__ dw_b, hfsti::acc_t<T>* __restrict__ gp, hfsti::acc_t<T>* __restrict__ dxconv, hfsti::acc_t<T>* __restrict__ dwpart, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
-  HFSTI_DYNAMIC_SHARED(double, smem);
   HFSTI_SHARED(A, red, 512);
-  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 4);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(ws, H, W, 4);
   A* fd = reinterpret_cast<A*>(w.buf[2]);  // f, then df (a real plane fits in a buffer)
   A* ds = reinterpret_cast<A*>(w.buf[3]);
   const int N = H * W;
@@ -200,8 +197,7 @@ template <class T>
 __global__ void __launch_bounds__(512, 1) hfsti_gf_out_bwd(const hfsti::acc_t<T>* __restrict__ gz, const hfsti::acc_t<T>* __restrict__ dxconv, const T* __restrict__ gxc, T* __restrict__ dxc, int C, int planes, int H, int W, hfsti::acc_t<T>* ws) {
   // clang-format on
   using A = hfsti::acc_t<T>;
-  HFSTI_DYNAMIC_SHARED(double, smem);
-  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(smem, ws, H, W, 2);
+  const hfsti::fft::Work<A> w = hfsti::fft::setup<A>(ws, H, W, 2);
   for (int pl = blockIdx.x; pl < planes; pl += gridDim.x) {
     const int b = pl / C, c = pl - b * C;
     hfsti::spectrum::load_adjoint(w.buf[0], gz, C, b, c, H, W);

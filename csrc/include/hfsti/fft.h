@@ -28,7 +28,7 @@
 // compute type A (float for fp32/fp16/bf16 storage, double for double): about log(n) * eps.
 #pragma once
 
-#include "hfsti/dtype.h"
+#include "hfsti/runtime.h"
 
 namespace hfsti {
 namespace fft {
@@ -83,11 +83,14 @@ __device__ void make_twiddles(cplx<A>* tw, int n) {
   }
 }
 
-// Block-wide workspace: dynamic shared memory when `ws` is null, else this block's slice of the
-// global array `ws` (per_block complex values each). Returns its start (the twiddle tables).
+// Block-wide workspace: the block's dynamic shared memory when `ws` is null, else its slice of
+// the global array `ws` (per_block complex values each). Returns its start (the twiddle tables).
 template <class A>
-__device__ __forceinline__ cplx<A>* workspace(double* smem, A* ws, long long per_block) {
-  if (ws == nullptr) return reinterpret_cast<cplx<A>*>(smem);
+__device__ __forceinline__ cplx<A>* workspace(A* ws, long long per_block) {
+  if (ws == nullptr) {
+    HFSTI_DYNAMIC_SHARED(cplx<A>, smem);
+    return smem;
+  }
   return reinterpret_cast<cplx<A>*>(ws) + (long long)blockIdx.x * per_block;
 }
 
@@ -101,10 +104,10 @@ struct Work {
 
 // Lays out the workspace (see workspace()) and fills the twiddle tables.
 template <class A>
-__device__ Work<A> setup(double* smem, A* ws, int H, int W, int nbuf) {
+__device__ Work<A> setup(A* ws, int H, int W, int nbuf) {
   const long long M = plane_elems(H, W);
   Work<A> w;
-  w.twW = workspace<A>(smem, ws, W + H + nbuf * M);
+  w.twW = workspace<A>(ws, W + H + nbuf * M);
   w.twH = w.twW + W;
   for (int i = 0; i < 4; ++i) w.buf[i] = w.twH + H + (i < nbuf ? i : 0) * M;
   make_twiddles(w.twW, W);
@@ -220,6 +223,19 @@ __device__ void irfft2(int H, int W, cplx<A>* spec, cplx<A>* tmp, const cplx<A>*
     if (2 * p + 1 < H) store(2 * p + 1, w, y[i].im * scale);
   }
   __syncthreads();
+}
+
+// rfft2 of the contiguous (H, W) plane x of storage type T, into `out` (`tmp`: scratch).
+template <class A, class T>
+__device__ void rfft2_of(const T* x, int H, int W, cplx<A>* out, cplx<A>* tmp, const Work<A>& w) {
+  rfft2<A>(H, W, [&](int h, int wi) { return (A)to_float(x[h * W + wi]); }, out, tmp, w.twW, w.twH);
+}
+
+// irfft2 of `spec` into the contiguous (H, W) plane y of storage type T (destroys spec and tmp).
+template <class A, class T>
+__device__ void irfft2_to(T* y, int H, int W, cplx<A>* spec, cplx<A>* tmp, const Work<A>& w) {
+  irfft2<A>(H, W, spec, tmp, w.twW, w.twH,
+            [&](int h, int wi, A val) { y[h * W + wi] = from_float<T>(val); });
 }
 
 }  // namespace fft
