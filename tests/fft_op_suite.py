@@ -1,10 +1,10 @@
 """The checks every Triton FFT op passes, run by each op's test module for its own op.
 
-Not a test module itself: ``tests/test_kernels_<op>.py`` imports these tests, whose ``op``
-argument is that module's ``op`` fixture. Runs on CPU through the Triton interpreter (conftest
-sets TRITON_INTERPRET=1 without a GPU): forward and every gradient vs ``hfsti.ops`` evaluated in
-float64, gradcheck through the Triton path (the single-tile kernels and, forced by a lowered
-threshold, the staged large-plane branch), non-contiguous inputs, backend routing,
+Not a test module itself: ``tests/test_kernels_<op>.py`` imports these tests and the ``op``
+fixture they take, which reads that module's ``OP``. Runs on CPU through the Triton interpreter
+(conftest sets TRITON_INTERPRET=1 without a GPU): forward and every gradient vs ``hfsti.ops``
+evaluated in float64, gradcheck through the Triton path (the single-tile kernels and, forced by a
+lowered threshold, the staged large-plane branch), non-contiguous inputs, backend routing,
 torch.library.opcheck of every forward and backward op, torch.compile(backend="aot_eager",
 fullgraph=True). Shapes are tiny because the interpreter is slow; tests/test_gpu_fft_ops.py
 covers the model's. The helpers (``check_against_reference`` ...) serve the GPU tests too.
@@ -43,6 +43,12 @@ INTERPRETER_ONLY = pytest.mark.skipif(
 )
 
 
+@pytest.fixture
+def op(request):
+    """The op under test: the ``OP`` of the test module that imports this suite."""
+    return request.module.OP
+
+
 def check_against_reference(op, inputs, tol, fn=None):
     """Forward and every gradient of the Triton path vs the float64 reference."""
     dtype = inputs[0].dtype
@@ -69,10 +75,15 @@ def bad_inputs_test(cases):
     return test_bad_inputs_raise_naming_the_argument
 
 
-def check_wide_channels(op, C, c_out):
-    """More channels than one GEMM tile (2C' > 64 rows, C > 32): block loops and edges."""
-    inputs = fft_op_inputs(op, 1, C, 2, 3, torch.float64, c_out=c_out)
-    check_against_reference(op, inputs, TOLERANCE[torch.float64])
+def wide_channels_test(C, c_out):
+    """A test with more channels than one GEMM tile (2C' > 64 rows, C > 32): block loops and
+    edges, at the ``C`` in and ``c_out`` out channels that make them so for the module's op."""
+
+    def test_wide_channels(op):
+        inputs = fft_op_inputs(op, 1, C, 2, 3, torch.float64, c_out=c_out)
+        check_against_reference(op, inputs, TOLERANCE[torch.float64])
+
+    return test_wide_channels
 
 
 # --------------------------------------------------------------------------- numerics

@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for the op fixture below)
+from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for OP below)
 from fft_op_suite import INTERPRETER_ONLY, KERNEL, bad_inputs_test
 
 from hfsti_kernels import dft
 from hfsti_kernels.ops import fft_channel_attention as fca_mod
 
 pytestmark = INTERPRETER_ONLY
-
-
-@pytest.fixture
-def op():
-    return "fft_channel_attention"
+OP = "fft_channel_attention"
 
 
 def _bad_cases():

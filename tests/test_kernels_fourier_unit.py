@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for the op fixture below)
-from fft_op_suite import INTERPRETER_ONLY, KERNEL, bad_inputs_test, check_wide_channels
+from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for OP below)
+from fft_op_suite import INTERPRETER_ONLY, KERNEL, bad_inputs_test, wide_channels_test
 from helpers import TOLERANCE, assert_rel_close
 
 from hfsti import ops as ref
@@ -17,15 +17,10 @@ from hfsti_kernels._inputs import fft_op_inputs
 from hfsti_kernels.ops import fourier_unit as fu_mod
 
 pytestmark = INTERPRETER_ONLY
+OP = "fourier_unit"
 
 
-@pytest.fixture
-def op():
-    return "fourier_unit"
-
-
-def test_wide_channels():
-    check_wide_channels("fourier_unit", 40, 33)
+test_wide_channels = wide_channels_test(40, 33)
 
 
 def test_no_grad_skips_spectrum():

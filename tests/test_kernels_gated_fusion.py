@@ -5,23 +5,17 @@ input validation.
 
 from __future__ import annotations
 
-import pytest
 import torch
-from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for the op fixture below)
-from fft_op_suite import INTERPRETER_ONLY, KERNEL, bad_inputs_test, check_wide_channels
+from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for OP below)
+from fft_op_suite import INTERPRETER_ONLY, KERNEL, bad_inputs_test, wide_channels_test
 
 from hfsti_kernels._inputs import fft_op_inputs
 
 pytestmark = INTERPRETER_ONLY
+OP = "gated_fusion"
 
 
-@pytest.fixture
-def op():
-    return "gated_fusion"
-
-
-def test_wide_channels():
-    check_wide_channels("gated_fusion", 33, 33)
+test_wide_channels = wide_channels_test(33, 33)
 
 
 def _bad_cases():
