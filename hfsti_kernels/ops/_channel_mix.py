@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from hfsti._checks import compute_dtype
 from hfsti_kernels import _registry, dft
@@ -223,7 +224,7 @@ def launch_mix_backward(gu, gv, x, weight, dx_dtype, conv=None):
     return dx, part
 
 
-def sum_batch(part: torch.Tensor, shape, dtype: torch.dtype) -> torch.Tensor:
+def sum_batch(part: Tensor, shape, dtype: torch.dtype) -> Tensor:
     """Deterministic sum over dim 0 of ``part`` (B, ...) into a new tensor of ``shape``."""
     B = part.shape[0]
     N = part[0].numel()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from hfsti_kernels._staged import (
     blk_cmm,
@@ -300,13 +301,13 @@ def fu_backward_tail_staged(
 # --------------------------------------------------------------------------- host helpers
 
 
-def empty_spectrum(B: int, CO2: int, H: int, W: int, dtype, device, save: bool) -> torch.Tensor:
+def empty_spectrum(B: int, CO2: int, H: int, W: int, dtype, device, save: bool) -> Tensor:
     """The post-ReLU spectrum buffer (B, 2C', H, W//2+1) if ``save``, else an empty (0,)."""
     shape = (B, CO2, H, W // 2 + 1) if save else (0,)
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def check_spectrum(zs: torch.Tensor, B: int, CO2: int, H: int, W: int) -> None:
+def check_spectrum(zs: Tensor, B: int, CO2: int, H: int, W: int) -> None:
     """Check that ``zs`` is a saved spectrum (B, 2C', H, W//2+1) (the forward saved one)."""
     if zs.shape != (B, CO2, H, W // 2 + 1):
         raise ValueError(
@@ -315,6 +316,6 @@ def check_spectrum(zs: torch.Tensor, B: int, CO2: int, H: int, W: int) -> None:
         )
 
 
-def needs_grad(*tensors: torch.Tensor) -> bool:
+def needs_grad(*tensors: Tensor) -> bool:
     """Whether autograd will call the backward: only then is the spectrum worth saving."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from hfsti._checks import compute_dtype
 from hfsti.ops import autocast_policy, check_fft_channel_attention_inputs
@@ -272,9 +273,7 @@ def _fca_bwd_kernel(
 
 
 @_registry.triton_kernel_op("hfsti::fft_channel_attention")
-def _fca_op(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor
-) -> torch.Tensor:
+def _fca_op(q: Tensor, k: Tensor, v: Tensor, fh: Tensor, fw: Tensor) -> Tensor:
     dft.check_mats(*q.shape[-2:], fh, fw)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     y = torch.empty_like(q)
@@ -288,9 +287,8 @@ def _fca_op(
 
 @_registry.triton_kernel_op("hfsti::fft_channel_attention_backward")
 def _fca_bwd_op(
-    dy: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fh: torch.Tensor,
-    fw: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    dy: Tensor, q: Tensor, k: Tensor, v: Tensor, fh: Tensor, fw: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     dft.check_mats(*q.shape[-2:], fh, fw)
     dy, q, k, v = dy.contiguous(), q.contiguous(), k.contiguous(), v.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(q), torch.empty_like(q)
@@ -316,7 +314,7 @@ def _backward(ctx, dy):
 _fca_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _fca_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _fca_triton(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     H, W = q.shape[-2:]
     fh, fw = dft.dft_matrices(H, W, compute_dtype(q.dtype), q.device)
     return _fca_op(q, k, v, fh, fw)
@@ -326,9 +324,7 @@ _registry.register_implementation("fft_channel_attention", "triton", _fca_triton
 
 
 @autocast_policy("lower")
-def fft_channel_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str | None = None
-) -> torch.Tensor:
+def fft_channel_attention(q: Tensor, k: Tensor, v: Tensor, *, backend: str | None = None) -> Tensor:
     """Drop-in for :func:`hfsti.ops.fft_channel_attention`, fused in Triton.
 
     Args:

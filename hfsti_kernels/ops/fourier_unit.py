@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from hfsti._checks import compute_dtype
 from hfsti.ops import autocast_policy, check_fourier_unit_inputs
@@ -142,9 +143,8 @@ def _fu_bwd_kernel(
 
 @_registry.triton_kernel_op("hfsti::fourier_unit")
 def _fu_op(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor,
-    save_spectrum: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    x: Tensor, weight: Tensor, bias: Tensor, fh: Tensor, fw: Tensor, save_spectrum: bool
+) -> tuple[Tensor, Tensor]:
     B, C, H, W = x.shape
     dft.check_mats(H, W, fh, fw)
     x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
@@ -161,9 +161,8 @@ def _fu_op(
 
 @_registry.triton_kernel_op("hfsti::fourier_unit_backward")
 def _fu_bwd_op(
-    dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, zs: torch.Tensor, fh: torch.Tensor,
-    fw: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    dy: Tensor, x: Tensor, weight: Tensor, zs: Tensor, fh: Tensor, fw: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     B, C, H, W = x.shape
     dft.check_mats(H, W, fh, fw)
     CO2 = weight.shape[0]
@@ -198,7 +197,7 @@ def _backward(ctx, dy, _dzs):
 _fu_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _fu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def _fu_triton(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     H, W = x.shape[-2:]
     fh, fw = dft.dft_matrices(H, W, compute_dtype(x.dtype), x.device)
     y, _ = _fu_op(x, weight, bias, fh, fw, needs_grad(x, weight, bias))
@@ -209,9 +208,7 @@ _registry.register_implementation("fourier_unit", "triton", _fu_triton)
 
 
 @autocast_policy("lower")
-def fourier_unit(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, backend: str | None = None
-) -> torch.Tensor:
+def fourier_unit(x: Tensor, weight: Tensor, bias: Tensor, *, backend: str | None = None) -> Tensor:
     """Drop-in for :func:`hfsti.ops.fourier_unit`, in Triton.
 
     Args:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from hfsti._checks import compute_dtype
 from hfsti.ops import autocast_policy, check_gated_fusion_inputs
@@ -283,10 +284,10 @@ def _gf_bwd_kernel(
 
 @_registry.triton_kernel_op("hfsti::gated_fusion")
 def _gf_op(
-    x_f: torch.Tensor, x_s: torch.Tensor, x_0: torch.Tensor,
-    fu_weight: torch.Tensor, fu_bias: torch.Tensor, dw_weight: torch.Tensor, dw_bias: torch.Tensor,
-    fh: torch.Tensor, fw: torch.Tensor, save_spectrum: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    x_f: Tensor, x_s: Tensor, x_0: Tensor,
+    fu_weight: Tensor, fu_bias: Tensor, dw_weight: Tensor, dw_bias: Tensor,
+    fh: Tensor, fw: Tensor, save_spectrum: bool,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     B, C, H, W = x_f.shape
     dft.check_mats(H, W, fh, fw)
     x_f, x_s, x_0 = x_f.contiguous(), x_s.contiguous(), x_0.contiguous()
@@ -305,10 +306,10 @@ def _gf_op(
 
 @_registry.triton_kernel_op("hfsti::gated_fusion_backward")
 def _gf_bwd_op(
-    g_c: torch.Tensor, g_fs: torch.Tensor, x_c: torch.Tensor,
-    fu_weight: torch.Tensor, dw_weight: torch.Tensor, dw_bias: torch.Tensor,
-    zs: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    g_c: Tensor, g_fs: Tensor, x_c: Tensor,
+    fu_weight: Tensor, dw_weight: Tensor, dw_bias: Tensor,
+    zs: Tensor, fh: Tensor, fw: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     B, C, H, W = x_c.shape
     dft.check_mats(H, W, fh, fw)
     check_spectrum(zs, B, 2 * C, H, W)
@@ -355,7 +356,7 @@ def _backward(ctx, g_c, g_fs, _g_zs):
 _gf_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _gf_triton(*params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _gf_triton(*params: Tensor) -> tuple[Tensor, Tensor]:
     """params: (x_f, x_s, x_0, fu_weight, fu_bias, dw_weight, dw_bias), validated."""
     H, W = params[0].shape[-2:]
     fh, fw = dft.dft_matrices(H, W, compute_dtype(params[0].dtype), params[0].device)
@@ -368,16 +369,11 @@ _registry.register_implementation("gated_fusion", "triton", _gf_triton)
 
 @autocast_policy("lower")
 def gated_fusion(
-    x_f: torch.Tensor,
-    x_s: torch.Tensor,
-    x_0: torch.Tensor,
-    fu_weight: torch.Tensor,
-    fu_bias: torch.Tensor,
-    dw_weight: torch.Tensor,
-    dw_bias: torch.Tensor,
-    *,
-    backend: str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    x_f: Tensor, x_s: Tensor, x_0: Tensor,
+    fu_weight: Tensor, fu_bias: Tensor,
+    dw_weight: Tensor, dw_bias: Tensor,
+    *, backend: str | None = None,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Drop-in for :func:`hfsti.ops.gated_fusion`, fused in Triton.
 
     Args:

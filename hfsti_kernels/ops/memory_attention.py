@@ -45,6 +45,7 @@
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from hfsti._checks import compute_dtype
 from hfsti.ops import autocast_policy, check_memory_attention_inputs
@@ -471,7 +472,7 @@ def _dot_precision(dtype: torch.dtype, fp32_precision: str) -> str:
     return fp32_precision if dtype == torch.float32 else "ieee"
 
 
-def _qkvb_args(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias) -> tuple:
+def _qkvb_args(q: Tensor, k: Tensor, v: Tensor, key_bias) -> tuple:
     """q, k, v and key_bias, each followed by its strides, in kernel argument order; zero
     strides broadcast a size-1 B or h of key_bias (and stand for a None one, with q as a
     pointer that is never read)."""
@@ -502,7 +503,7 @@ def _launch(kernel, cfg: dict, n_blocks: int, bh: int, n_q: int, n_k: int, *args
 # --------------------------------------------------------------------------- torch.library ops
 
 
-def _fwd_outputs(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _fwd_outputs(q: Tensor) -> tuple[Tensor, Tensor]:
     """Empty o (B, h, Nq, d) and lse (B, h, Nq)."""
     B, H, n_q, d = q.shape
     o = torch.empty((B, H, n_q, d), dtype=q.dtype, device=q.device)
@@ -510,9 +511,8 @@ def _fwd_outputs(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _memory_attention_fwd(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None, scale: float,
-    fp32_precision: str,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None, scale: float, fp32_precision: str
+) -> tuple[Tensor, Tensor]:
     """Returns o (B, h, Nq, d) and the base-2 logsumexp (B, h, Nq) saved for the backward."""
     B, H, n_q, d = q.shape
     n_k = k.shape[2]
@@ -528,17 +528,15 @@ def _memory_attention_fwd(
 
 
 def _memory_attention_fwd_fake(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None, scale: float,
-    fp32_precision: str,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None, scale: float, fp32_precision: str
+) -> tuple[Tensor, Tensor]:
     return _fwd_outputs(q)
 
 
 def _memory_attention_bwd(
-    do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-    key_bias: torch.Tensor | None, o: torch.Tensor, lse: torch.Tensor, scale: float,
-    fp32_precision: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None,
+    o: Tensor, lse: Tensor, scale: float, fp32_precision: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """Returns dq, dk, dv and dkey_bias (key_bias's shape; empty when key_bias is None)."""
     B, H, n_q, d = q.shape
     n_k = k.shape[2]
@@ -579,10 +577,9 @@ def _memory_attention_bwd(
 
 
 def _memory_attention_bwd_fake(
-    do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-    key_bias: torch.Tensor | None, o: torch.Tensor, lse: torch.Tensor, scale: float,
-    fp32_precision: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None,
+    o: Tensor, lse: Tensor, scale: float, fp32_precision: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     dbias = key_bias.new_empty(key_bias.shape) if key_bias is not None else q.new_empty((0,))
     return q.new_empty(q.shape), k.new_empty(k.shape), k.new_empty(k.shape), dbias
 
@@ -604,7 +601,7 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(lse)
 
 
-def _backward(ctx, do: torch.Tensor, dlse: torch.Tensor | None):
+def _backward(ctx, do: Tensor, dlse: Tensor | None):
     q, k, v, key_bias, o, lse = ctx.saved_tensors
     dq, dk, dv, dbias = torch.ops.hfsti.memory_attention_bwd(
         do, q, k, v, key_bias, o, lse, ctx.scale, ctx.fp32_precision
@@ -619,9 +616,9 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _ma_triton(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None = None,
-    scale: float | None = None, *, fp32_precision: str = "tf32x3",
-) -> torch.Tensor:  # fmt: skip
+    q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None = None, scale: float | None = None,
+    *, fp32_precision: str = "tf32x3",
+) -> Tensor:  # fmt: skip
     d = q.shape[-1]
     if d > MAX_HEAD_DIM:
         raise ValueError(
@@ -638,15 +635,9 @@ _registry.register_implementation("memory_attention", "triton", _ma_triton)
 
 @autocast_policy("lower")
 def memory_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_bias: torch.Tensor | None = None,
-    scale: float | None = None,
-    *,
-    backend: str | None = None,
-    fp32_precision: str = "tf32x3",
-) -> torch.Tensor:
+    q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None = None, scale: float | None = None,
+    *, backend: str | None = None, fp32_precision: str = "tf32x3",
+) -> Tensor:  # fmt: skip
     """Multi-head attention with an additive per-key bias (docs/ops.md, memory_attention), fused
     in Triton.
 

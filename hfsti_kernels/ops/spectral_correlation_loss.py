@@ -41,6 +41,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from hfsti._checks import compute_dtype
 from hfsti.ops import autocast_policy, check_loss_inputs
@@ -270,7 +271,7 @@ def _scc_bwd_kernel(
     tl.store(DX_PTR + off, (acc * ds).to(DX_PTR.dtype.element_ty), mask=m)
 
 
-def _tiles(x: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor) -> dict[str, int]:
+def _tiles(x: Tensor, fh: Tensor, fw: Tensor) -> dict[str, int]:
     """The padded matrix sizes (H_P, W_P, WH_P) of ``x``'s plane, with ``fh, fw`` checked
     against them; the block sizes divide them, so the matrices need no masks."""
     H_P, W_P, WH_P = dft.check_mats(*x.shape[-2:], fh, fw)
@@ -292,8 +293,8 @@ def _blocks(meta: dict[str, int], forward: bool) -> dict[str, int]:
 
 @_registry.triton_kernel_op("hfsti::spectral_correlation_loss")
 def _scc_op(
-    logits: torch.Tensor, target: torch.Tensor, fh: torch.Tensor, fw: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits: Tensor, target: Tensor, fh: Tensor, fw: Tensor, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
     meta = _tiles(logits, fh, fw)
     B, _, H, W = logits.shape
     x, t = logits.contiguous(), target.contiguous()
@@ -317,9 +318,8 @@ def _scc_op(
 
 @_registry.triton_kernel_op("hfsti::spectral_correlation_loss_backward")
 def _scc_bwd_op(
-    dout: torch.Tensor, logits: torch.Tensor, spec: torch.Tensor, coef: torch.Tensor,
-    fh: torch.Tensor, fw: torch.Tensor, eps: float,
-) -> torch.Tensor:  # fmt: skip
+    dout: Tensor, logits: Tensor, spec: Tensor, coef: Tensor, fh: Tensor, fw: Tensor, eps: float
+) -> Tensor:
     meta = _tiles(logits, fh, fw)
     B, _, H, W = logits.shape
     x = logits.contiguous()
@@ -349,7 +349,7 @@ def _backward(ctx, dloss, _dspec, _dcoef):
 _scc_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _scc_triton(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def _scc_triton(logits: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
     H, W = logits.shape[-2:]
     fh, fw = dft.dft_matrices(H, W, compute_dtype(logits.dtype), logits.device)
     return _scc_op(logits, target.detach().to(logits.dtype), fh, fw, float(eps))[0]
@@ -360,12 +360,8 @@ _registry.register_implementation("spectral_correlation_loss", "triton", _scc_tr
 
 @autocast_policy("fp32")
 def spectral_correlation_loss(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    eps: float = 1e-8,
-    *,
-    backend: str | None = None,
-) -> torch.Tensor:
+    logits: Tensor, target: Tensor, eps: float = 1e-8, *, backend: str | None = None
+) -> Tensor:
     """Drop-in for :func:`hfsti.ops.spectral_correlation_loss`, fused in Triton.
 
     Args:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from hfsti._checks import compute_dtype
 from hfsti.ops import autocast_policy, check_loss_inputs
@@ -181,7 +182,7 @@ def _sl_bwd_kernel(
     tl.store(DX_PTR + off, dx.to(DX_PTR.dtype.element_ty), mask=mask)
 
 
-def _prepare(logits: torch.Tensor, target: torch.Tensor):
+def _prepare(logits: Tensor, target: Tensor):
     """Contiguous inputs, the compute dtype and the tile grid."""
     B, _, H, W = logits.shape
     cdtype = compute_dtype(logits.dtype)
@@ -190,7 +191,7 @@ def _prepare(logits: torch.Tensor, target: torch.Tensor):
 
 
 @_registry.triton_kernel_op("hfsti::structure_loss")
-def _sl_op(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _sl_op(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     x, t, cdtype, grid = _prepare(logits, target)
     B = x.shape[0]
     n_tiles = grid[1] * grid[2]
@@ -208,9 +209,7 @@ def _sl_op(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 @_registry.triton_kernel_op("hfsti::structure_loss_backward")
-def _sl_bwd_op(
-    dout: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, stats: torch.Tensor
-) -> torch.Tensor:
+def _sl_bwd_op(dout: Tensor, logits: Tensor, target: Tensor, stats: Tensor) -> Tensor:
     x, t, _, grid = _prepare(logits, target)
     dx = torch.empty_like(x)
     _registry.launch(
@@ -235,7 +234,7 @@ def _backward(ctx, dloss, _dstats):
 _sl_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _sl_triton(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _sl_triton(logits: Tensor, target: Tensor) -> Tensor:
     return _sl_op(logits, target.detach().to(logits.dtype))[0]
 
 
@@ -243,9 +242,7 @@ _registry.register_implementation("structure_loss", "triton", _sl_triton)
 
 
 @autocast_policy("fp32")
-def structure_loss(
-    logits: torch.Tensor, target: torch.Tensor, *, backend: str | None = None
-) -> torch.Tensor:
+def structure_loss(logits: Tensor, target: Tensor, *, backend: str | None = None) -> Tensor:
     """Drop-in for :func:`hfsti.ops.structure_loss`, fused in Triton.
 
     Args:
