@@ -22,6 +22,27 @@ from hfsti_kernels import _registry, dft
 
 
 @triton.jit
+def _program_tile(ACC_PTR, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's (BLOCK_M, BLOCK_N) output tile on a grid (column blocks, row blocks, B):
+    (batch, int64; row offsets; column offsets; two zero accumulators in ACC_PTR's dtype, one
+    per product of the pair the mixing kernels compute)."""
+    b = tl.program_id(2).to(tl.int64)
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    dt = ACC_PTR.dtype.element_ty
+    return b, offs_m, offs_n, tl.zeros((BLOCK_M, BLOCK_N), dt), tl.zeros((BLOCK_M, BLOCK_N), dt)
+
+
+@triton.jit
+def _tile(base, rows, cols, n_rows, n_cols, row_stride, col_stride):
+    """Element offsets and mask of the tile ``rows x cols`` (1-D index blocks) of an
+    (n_rows, n_cols) matrix at offset ``base`` with the given strides (a row stride of 1 reads
+    a transposed view)."""
+    off = base + rows[:, None] * row_stride + cols[None, :] * col_stride
+    return off, (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+
+
+@triton.jit
 def _mix_kernel(
     X_PTR, XS_PTR, X0_PTR, XC_PTR,  # (B, C, HW): x (x_f), x_s, x_0; x_c output
     W_PTR, U_PTR, V_PTR,  # (CO2, 2C) weight; (B, CO2, HW) outputs
@@ -32,35 +53,26 @@ def _mix_kernel(
     """``u = W[:, :C] @ x``, ``v = W[:, C:] @ x`` per batch; grid (cdiv(HW, BN), cdiv(CO2, BM), B).
 
     X_PTR: (B, C, HW) input; if HAS_SUM3, x = X + XS + X0 (each (B, C, HW)) and x is also stored
-    to XC_PTR (B, C, HW) (by the programs with pid_m == 0 only, so each element once).
+    to XC_PTR (B, C, HW) (by the first row block's programs only, so each element once).
     W_PTR: (CO2, 2C) weight. U_PTR, V_PTR: (B, CO2, HW) outputs in the compute dtype.
     """
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    dt = U_PTR.dtype.element_ty
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc_u = tl.zeros((BLOCK_M, BLOCK_N), dtype=dt)
-    acc_v = tl.zeros((BLOCK_M, BLOCK_N), dtype=dt)
+    b, offs_m, offs_n, acc_u, acc_v = _program_tile(U_PTR, BLOCK_M, BLOCK_N)
+    dt = acc_u.dtype
     for k0 in range(0, C, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        x_mask = (offs_k[:, None] < C) & (offs_n[None, :] < HW)
-        x_off = b * C * HW + offs_k[:, None] * HW + offs_n[None, :]
+        x_off, x_mask = _tile(b * C * HW, offs_k, offs_n, C, HW, HW, 1)
         x = tl.load(X_PTR + x_off, mask=x_mask, other=0.0).to(dt)
         if HAS_SUM3:
             x += tl.load(XS_PTR + x_off, mask=x_mask, other=0.0).to(dt)
             x += tl.load(X0_PTR + x_off, mask=x_mask, other=0.0).to(dt)
-            if pid_m == 0:
+            if tl.program_id(1) == 0:
                 tl.store(XC_PTR + x_off, x.to(XC_PTR.dtype.element_ty), mask=x_mask)
-        w_mask = (offs_m[:, None] < CO2) & (offs_k[None, :] < C)
-        w_off = offs_m[:, None] * (2 * C) + offs_k[None, :]
+        w_off, w_mask = _tile(0, offs_m, offs_k, CO2, C, 2 * C, 1)
         a = tl.load(W_PTR + w_off, mask=w_mask, other=0.0).to(dt)
         bb = tl.load(W_PTR + w_off + C, mask=w_mask, other=0.0).to(dt)
         acc_u += tl.dot(a, x, input_precision=DOT)
         acc_v += tl.dot(bb, x, input_precision=DOT)
-    o_mask = (offs_m[:, None] < CO2) & (offs_n[None, :] < HW)
-    o_off = b * CO2 * HW + offs_m[:, None] * HW + offs_n[None, :]
+    o_off, o_mask = _tile(b * CO2 * HW, offs_m, offs_n, CO2, HW, HW, 1)
     tl.store(U_PTR + o_off, acc_u, mask=o_mask)
     tl.store(V_PTR + o_off, acc_v, mask=o_mask)
 
@@ -79,16 +91,11 @@ def _mix_dx_kernel(
     If HAS_CONV (gated_fusion), also adds GXC_PTR (B, C, HW), the incoming gradient of x_c, and
     the transposed 3x3 depthwise conv of GS_PTR (B, C, H, W) with DWW_PTR (C, 1, 3, 3).
     """
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    dt = GU_PTR.dtype.element_ty
+    b, offs_m, offs_n, acc, _ = _program_tile(GU_PTR, BLOCK_M, BLOCK_N)
+    dt = acc.dtype
     HW = H * W
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < C
     n_ok = offs_n < HW
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=dt)
     for k0 in range(0, CO2, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         w_mask = m_ok[:, None] & (offs_k[None, :] < CO2)
@@ -134,27 +141,18 @@ def _mix_dw_kernel(
     GU_PTR, GV_PTR: (B, CO2, HW) compute dtype; X_PTR: (B, C, HW) the op's input.
     PART_PTR: (B, CO2, 2C) compute dtype: ``[gu_b @ x_b^T | gv_b @ x_b^T]``.
     """
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    dt = GU_PTR.dtype.element_ty
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc_a = tl.zeros((BLOCK_M, BLOCK_N), dtype=dt)
-    acc_b = tl.zeros((BLOCK_M, BLOCK_N), dtype=dt)
+    b, offs_m, offs_n, acc_a, acc_b = _program_tile(GU_PTR, BLOCK_M, BLOCK_N)
+    dt = acc_a.dtype
     for k0 in range(0, HW, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        g_mask = (offs_m[:, None] < CO2) & (offs_k[None, :] < HW)
-        g_off = b * CO2 * HW + offs_m[:, None] * HW + offs_k[None, :]
+        g_off, g_mask = _tile(b * CO2 * HW, offs_m, offs_k, CO2, HW, HW, 1)
         gu = tl.load(GU_PTR + g_off, mask=g_mask, other=0.0)
         gv = tl.load(GV_PTR + g_off, mask=g_mask, other=0.0)
-        x_mask = (offs_k[:, None] < HW) & (offs_n[None, :] < C)
-        x_off = b * C * HW + offs_n[None, :] * HW + offs_k[:, None]  # (BK, BN) view of x^T
+        x_off, x_mask = _tile(b * C * HW, offs_k, offs_n, HW, C, 1, HW)  # (BK, BN) view of x^T
         xt = tl.load(X_PTR + x_off, mask=x_mask, other=0.0).to(dt)
         acc_a += tl.dot(gu, xt, input_precision=DOT)
         acc_b += tl.dot(gv, xt, input_precision=DOT)
-    o_mask = (offs_m[:, None] < CO2) & (offs_n[None, :] < C)
-    o_off = b * CO2 * 2 * C + offs_m[:, None] * (2 * C) + offs_n[None, :]
+    o_off, o_mask = _tile(b * CO2 * 2 * C, offs_m, offs_n, CO2, C, 2 * C, 1)
     tl.store(PART_PTR + o_off, acc_a, mask=o_mask)
     tl.store(PART_PTR + o_off + C, acc_b, mask=o_mask)
 
