@@ -48,6 +48,7 @@ from hfsti.ops import autocast_policy, check_loss_inputs
 from hfsti.ops import spectral_correlation_loss as _reference
 from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
+from hfsti_kernels.ops._reduce import program_row, tile_rows
 
 __all__ = ["spectral_correlation_loss"]
 
@@ -77,6 +78,41 @@ def _sigmoid(x):
 
 
 @triton.jit
+def _zeros4(BR: tl.constexpr, BC: tl.constexpr, DTYPE: tl.constexpr):
+    """Four zero (BR, BC) tiles: the accumulators of the real and imaginary parts of the two
+    spectra (of sigmoid(x) and of t)."""
+    z = tl.zeros((BR, BC), dtype=DTYPE)
+    return z, tl.zeros_like(z), tl.zeros_like(z), tl.zeros_like(z)
+
+
+@triton.jit
+def _w_pass_blk(
+    X_PTR, T_PTR, plane, h, l, H, W, FW_PTR,
+    W_P: tl.constexpr, WH_P: tl.constexpr, BH: tl.constexpr, BL: tl.constexpr, BW: tl.constexpr,
+    DTYPE: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    """Rows h and half-spectrum columns l of the W pass ``. @ G_W`` of sigmoid(x) and of t in
+    the (H, W) planes at offset ``plane``, summed over BW-wide blocks of w: (ur, ui, vr, vi),
+    the real and imaginary parts of each, (BH, BL) in DTYPE."""
+    ur, ui, vr, vi = _zeros4(BH, BL, DTYPE)
+    for w0 in range(0, W, BW):
+        w = w0 + tl.arange(0, BW)
+        m = (h < H)[:, None] & (w < W)[None, :]
+        off = plane + h[:, None] * W + w[None, :]
+        s, _ = _sigmoid(tl.load(X_PTR + off, mask=m, other=0.0).to(DTYPE))
+        s = tl.where(m, s, 0.0)  # sigmoid(0) = 1/2: padding must be re-zeroed
+        t = tl.load(T_PTR + off, mask=m, other=0.0).to(DTYPE)
+        g_off = w[:, None] * WH_P + l[None, :]
+        gr = tl.load(FW_PTR + g_off)
+        gi = tl.load(FW_PTR + W_P * WH_P + g_off)
+        ur += tl.dot(s, gr, input_precision=DOT)
+        ui += tl.dot(s, gi, input_precision=DOT)
+        vr += tl.dot(t, gr, input_precision=DOT)
+        vi += tl.dot(t, gi, input_precision=DOT)
+    return ur, ui, vr, vi
+
+
+@triton.jit
 def _scc_fwd_kernel(
     X_PTR, T_PTR, FH_PTR, FW_PTR,  # (B, 1, H, W) logits, target; DFT matrices
     SPEC_PTR, PART_PTR,  # outputs: (B, 3, H, W // 2 + 1) spectra; (B, n_blocks, 6) moments
@@ -93,39 +129,17 @@ def _scc_fwd_kernel(
     centred sums S_PP, S_GG, S_PG.
     """
     b = tl.program_id(0)
-    kb = tl.program_id(1)
-    lb = tl.program_id(2)
-    n_kb = tl.num_programs(1)
-    n_lb = tl.num_programs(2)
     dt = FH_PTR.dtype.element_ty
     WH = W // 2 + 1
     plane = b.to(tl.int64) * H * W
-    k = kb * BK + tl.arange(0, BK)
-    l = lb * BL + tl.arange(0, BL)
-    xr = tl.zeros((BK, BL), dtype=dt)
-    xi = tl.zeros((BK, BL), dtype=dt)
-    tr = tl.zeros((BK, BL), dtype=dt)
-    ti = tl.zeros((BK, BL), dtype=dt)
+    k = tl.program_id(1) * BK + tl.arange(0, BK)
+    l = tl.program_id(2) * BL + tl.arange(0, BL)
+    xr, xi, tr, ti = _zeros4(BK, BL, dt)
     for h0 in range(0, H, BH):
         h = h0 + tl.arange(0, BH)
-        ur = tl.zeros((BH, BL), dtype=dt)
-        ui = tl.zeros((BH, BL), dtype=dt)
-        vr = tl.zeros((BH, BL), dtype=dt)
-        vi = tl.zeros((BH, BL), dtype=dt)
-        for w0 in range(0, W, BW):
-            w = w0 + tl.arange(0, BW)
-            m = (h < H)[:, None] & (w < W)[None, :]
-            off = plane + h[:, None] * W + w[None, :]
-            s, _ = _sigmoid(tl.load(X_PTR + off, mask=m, other=0.0).to(dt))
-            s = tl.where(m, s, 0.0)  # sigmoid(0) = 1/2: padding must be re-zeroed
-            t = tl.load(T_PTR + off, mask=m, other=0.0).to(dt)
-            g_off = w[:, None] * WH_P + l[None, :]
-            gr = tl.load(FW_PTR + g_off)
-            gi = tl.load(FW_PTR + W_P * WH_P + g_off)
-            ur += tl.dot(s, gr, input_precision=DOT)
-            ui += tl.dot(s, gi, input_precision=DOT)
-            vr += tl.dot(t, gr, input_precision=DOT)
-            vi += tl.dot(t, gi, input_precision=DOT)
+        ur, ui, vr, vi = _w_pass_blk(
+            X_PTR, T_PTR, plane, h, l, H, W, FW_PTR, W_P, WH_P, BH, BL, BW, dt, DOT
+        )
         f_off = k[:, None] * H_P + h[None, :]
         fr = tl.load(FH_PTR + f_off)
         fi = tl.load(FH_PTR + H_P * H_P + f_off)
@@ -149,13 +163,27 @@ def _scc_fwd_kernel(
     mg = tl.sum(tl.sum(c * g, axis=1), axis=0) / n
     dp = p - mp
     dg = g - mg
-    out = PART_PTR + ((b * n_kb + kb) * n_lb + lb) * 6
+    out = program_row(PART_PTR, 6)
     tl.store(out + 0, n)
     tl.store(out + 1, mp)
     tl.store(out + 2, mg)
     tl.store(out + 3, tl.sum(tl.sum(c * dp * dp, axis=1), axis=0))
     tl.store(out + 4, tl.sum(tl.sum(c * dg * dg, axis=1), axis=0))
     tl.store(out + 5, tl.sum(tl.sum(c * dp * dg, axis=1), axis=0))
+
+
+@triton.jit
+def _block_moments(PART_PTR, b, t0, N_BLOCKS, BLOCK_T: tl.constexpr):
+    """The moments of image b's spectrum blocks t0 .. t0 + BLOCK_T - 1 in PART_PTR
+    (B, N_BLOCKS, 6), 0 past the last block: (count, mean P, mean G, S_PP, S_GG, S_PG), each
+    (BLOCK_T,)."""
+    ptr, m = tile_rows(PART_PTR, b, t0, N_BLOCKS, 6, BLOCK_T)
+    n = tl.load(ptr, mask=m, other=0.0)
+    mp = tl.load(ptr + 1, mask=m, other=0.0)
+    mg = tl.load(ptr + 2, mask=m, other=0.0)
+    s_pp = tl.load(ptr + 3, mask=m, other=0.0)
+    s_gg = tl.load(ptr + 4, mask=m, other=0.0)
+    return n, mp, mg, s_pp, s_gg, tl.load(ptr + 5, mask=m, other=0.0)
 
 
 @triton.jit
@@ -167,19 +195,16 @@ def _scc_finalize_kernel(PART_PTR, COEF_PTR, OUT_PTR, B, N_BLOCKS, eps, BLOCK_T:
     denominator of r); OUT_PTR: 0-d loss in the logits' dtype.
     """
     dt = PART_PTR.dtype.element_ty
-    lanes = tl.arange(0, BLOCK_T)
     total = tl.zeros((), dtype=dt)
     for b in range(B):
         s_n = tl.zeros((BLOCK_T,), dtype=dt)
         s_p = tl.zeros((BLOCK_T,), dtype=dt)
         s_g = tl.zeros((BLOCK_T,), dtype=dt)
         for t0 in range(0, N_BLOCKS, BLOCK_T):
-            m = t0 + lanes < N_BLOCKS
-            ptr = PART_PTR + (b * N_BLOCKS + t0 + lanes) * 6
-            n = tl.load(ptr, mask=m, other=0.0)
+            n, mp_t, mg_t, _, _, _ = _block_moments(PART_PTR, b, t0, N_BLOCKS, BLOCK_T)
             s_n += n
-            s_p += n * tl.load(ptr + 1, mask=m, other=0.0)
-            s_g += n * tl.load(ptr + 2, mask=m, other=0.0)
+            s_p += n * mp_t
+            s_g += n * mg_t
         count = tl.sum(s_n, axis=0)
         mp = tl.sum(s_p, axis=0) / count
         mg = tl.sum(s_g, axis=0) / count
@@ -188,14 +213,12 @@ def _scc_finalize_kernel(PART_PTR, COEF_PTR, OUT_PTR, B, N_BLOCKS, eps, BLOCK_T:
         s_gg = tl.zeros((BLOCK_T,), dtype=dt)
         s_pg = tl.zeros((BLOCK_T,), dtype=dt)
         for t0 in range(0, N_BLOCKS, BLOCK_T):
-            m = t0 + lanes < N_BLOCKS
-            ptr = PART_PTR + (b * N_BLOCKS + t0 + lanes) * 6
-            n = tl.load(ptr, mask=m, other=0.0)
-            dp = tl.load(ptr + 1, mask=m, other=0.0) - mp
-            dg = tl.load(ptr + 2, mask=m, other=0.0) - mg
-            s_pp += tl.load(ptr + 3, mask=m, other=0.0) + n * dp * dp
-            s_gg += tl.load(ptr + 4, mask=m, other=0.0) + n * dg * dg
-            s_pg += tl.load(ptr + 5, mask=m, other=0.0) + n * dp * dg
+            n, mp_t, mg_t, spp, sgg, spg = _block_moments(PART_PTR, b, t0, N_BLOCKS, BLOCK_T)
+            dp = mp_t - mp
+            dg = mg_t - mg
+            s_pp += spp + n * dp * dp
+            s_gg += sgg + n * dg * dg
+            s_pg += spg + n * dp * dg
         norm_p = tl.sqrt(tl.sum(s_pp, axis=0))
         norm_g = tl.sqrt(tl.sum(s_gg, axis=0))
         cov = tl.sum(s_pg, axis=0)

@@ -37,6 +37,7 @@ from hfsti.ops import autocast_policy, check_loss_inputs
 from hfsti.ops import structure_loss as _reference
 from hfsti_kernels import _registry
 from hfsti_kernels._backend import select_backend
+from hfsti_kernels.ops._reduce import column_sum, program_row
 
 __all__ = ["structure_loss"]
 
@@ -63,13 +64,16 @@ def _sigmoid_parts(x):
 
 @triton.jit
 def _tile_terms(
-    X_PTR, T_PTR, plane, r0, c0, H, W,
-    BLOCK: tl.constexpr, RADIUS: tl.constexpr, DTYPE: tl.constexpr,
+    X_PTR, T_PTR, H, W, BLOCK: tl.constexpr, RADIUS: tl.constexpr, DTYPE: tl.constexpr
 ):  # fmt: skip
-    """Logits x, target t, weight w and validity mask of the (BLOCK, BLOCK) tile at (r0, c0).
+    """Logits x, target t, weight w, validity mask and element offsets of this program's
+    (BLOCK, BLOCK) tile, on a grid (B, tiles along H, tiles along W).
 
-    X_PTR, T_PTR: (B, 1, H, W) contiguous; ``plane`` is the image's element offset.
+    X_PTR, T_PTR: (B, 1, H, W) contiguous.
     """
+    plane = tl.program_id(0).to(tl.int64) * H * W
+    r0 = tl.program_id(1) * BLOCK
+    c0 = tl.program_id(2) * BLOCK
     HALO: tl.constexpr = 2 * BLOCK
     i = tl.arange(0, BLOCK)
     k = tl.arange(0, HALO)
@@ -92,7 +96,7 @@ def _tile_terms(
     t = tl.load(T_PTR + off, mask=mask, other=0.0).to(DTYPE)
     area: tl.constexpr = (2 * RADIUS + 1) * (2 * RADIUS + 1)
     w = 1.0 + 5.0 * tl.abs(box / area - t)
-    return x, t, w, mask
+    return x, t, w, mask, off
 
 
 @triton.jit
@@ -104,19 +108,10 @@ def _sl_partial_kernel(
     X_PTR, T_PTR: (B, 1, H, W) contiguous logits and target.
     PART_PTR: (B, n_tiles, 4) in the compute dtype: sum w bce, sum w, sum p t w, sum (p + t) w.
     """
-    b = tl.program_id(0)
-    th = tl.program_id(1)
-    tw = tl.program_id(2)
-    n_th = tl.num_programs(1)
-    n_tw = tl.num_programs(2)
-    dt = PART_PTR.dtype.element_ty
-    plane = b.to(tl.int64) * H * W
-    x, t, w, mask = _tile_terms(
-        X_PTR, T_PTR, plane, th * BLOCK, tw * BLOCK, H, W, BLOCK, RADIUS, dt
-    )
+    x, t, w, mask, _ = _tile_terms(X_PTR, T_PTR, H, W, BLOCK, RADIUS, PART_PTR.dtype.element_ty)
     p, _, lg = _sigmoid_parts(x)
     bce = tl.maximum(x, 0.0) - x * t + lg
-    out = PART_PTR + ((b * n_th + th) * n_tw + tw) * 4
+    out = program_row(PART_PTR, 4)
     tl.store(out + 0, tl.sum(tl.sum(tl.where(mask, w * bce, 0.0), axis=1), axis=0))
     tl.store(out + 1, tl.sum(tl.sum(tl.where(mask, w, 0.0), axis=1), axis=0))
     tl.store(out + 2, tl.sum(tl.sum(tl.where(mask, p * t * w, 0.0), axis=1), axis=0))
@@ -130,25 +125,13 @@ def _sl_finalize_kernel(PART_PTR, STATS_PTR, OUT_PTR, B, N_TILES, BLOCK_T: tl.co
     PART_PTR: (B, N_TILES, 4) partials; STATS_PTR: (B, 3) output (sum w, I + 1, U - I + 1);
     OUT_PTR: 0-d loss in the logits' dtype.
     """
-    dt = PART_PTR.dtype.element_ty
-    lanes = tl.arange(0, BLOCK_T)
-    total = tl.zeros((), dtype=dt)
+    total = tl.zeros((), dtype=PART_PTR.dtype.element_ty)
     for b in range(B):
-        s_bce = tl.zeros((BLOCK_T,), dtype=dt)
-        s_w = tl.zeros((BLOCK_T,), dtype=dt)
-        s_i = tl.zeros((BLOCK_T,), dtype=dt)
-        s_u = tl.zeros((BLOCK_T,), dtype=dt)
-        for t0 in range(0, N_TILES, BLOCK_T):
-            m = t0 + lanes < N_TILES
-            ptr = PART_PTR + (b * N_TILES + t0 + lanes) * 4
-            s_bce += tl.load(ptr + 0, mask=m, other=0.0)
-            s_w += tl.load(ptr + 1, mask=m, other=0.0)
-            s_i += tl.load(ptr + 2, mask=m, other=0.0)
-            s_u += tl.load(ptr + 3, mask=m, other=0.0)
-        sw = tl.sum(s_w, axis=0)
-        num = tl.sum(s_i, axis=0) + 1.0
-        den = tl.sum(s_u, axis=0) - tl.sum(s_i, axis=0) + 1.0
-        total += tl.sum(s_bce, axis=0) / sw + 1.0 - num / den
+        sw = column_sum(PART_PTR, b, N_TILES, 4, 1, BLOCK_T)
+        s_i = column_sum(PART_PTR, b, N_TILES, 4, 2, BLOCK_T)
+        num = s_i + 1.0
+        den = column_sum(PART_PTR, b, N_TILES, 4, 3, BLOCK_T) - s_i + 1.0
+        total += column_sum(PART_PTR, b, N_TILES, 4, 0, BLOCK_T) / sw + 1.0 - num / den
         tl.store(STATS_PTR + b * 3 + 0, sw)
         tl.store(STATS_PTR + b * 3 + 1, num)
         tl.store(STATS_PTR + b * 3 + 2, den)
@@ -165,11 +148,8 @@ def _sl_bwd_kernel(
     STATS_PTR: (B, 3) from the forward; DX_PTR: (B, 1, H, W) output in the logits' dtype.
     """
     b = tl.program_id(0)
-    r0 = tl.program_id(1) * BLOCK
-    c0 = tl.program_id(2) * BLOCK
     dt = STATS_PTR.dtype.element_ty
-    plane = b.to(tl.int64) * H * W
-    x, t, w, mask = _tile_terms(X_PTR, T_PTR, plane, r0, c0, H, W, BLOCK, RADIUS, dt)
+    x, t, w, mask, off = _tile_terms(X_PTR, T_PTR, H, W, BLOCK, RADIUS, dt)
     p, q, _ = _sigmoid_parts(x)
     sw = tl.load(STATS_PTR + b * 3 + 0)
     num = tl.load(STATS_PTR + b * 3 + 1)
@@ -177,8 +157,6 @@ def _sl_bwd_kernel(
     g = tl.load(DOUT_PTR).to(dt) / B
     dwiou_dp = (num * (1.0 - t) / den - t) * w / den
     dx = g * (w * (p - t) / sw + dwiou_dp * p * q)
-    i = tl.arange(0, BLOCK)
-    off = plane + (r0 + i)[:, None] * W + (c0 + i)[None, :]
     tl.store(DX_PTR + off, dx.to(DX_PTR.dtype.element_ty), mask=mask)
 
 
