@@ -12,8 +12,8 @@
 #   2. dK, dV and dbias, one program per key block looping over all query blocks; dbias[j] is
 #      the column sum of dS over that loop, in a fixed order;
 #   3. dQ, one program per query block looping over all key blocks.
-#   A key_bias broadcast over B or h is summed over those dims on the host (torch.sum is
-#   deterministic), so its gradient has the key_bias's own shape.
+#   A key_bias broadcast over B or h is summed over those dims on the host
+#   (hfsti.ops.key_bias_grad; torch.sum is deterministic), so its gradient has its own shape.
 # - Arbitrary strides everywhere (the model feeds views made with .transpose(1, 2)); a size-1
 #   key_bias dim is a zero stride. Ragged Nq, Nk and d are masked (EVEN_* flags drop the masks
 #   when a size divides its block); padded key columns get the logit -inf, like a key whose bias
@@ -48,7 +48,7 @@ import triton.language as tl
 from torch import Tensor
 
 from hfsti._checks import compute_dtype
-from hfsti.ops import autocast_policy, check_memory_attention_inputs
+from hfsti.ops import autocast_policy, check_memory_attention_inputs, key_bias_grad
 from hfsti.ops import memory_attention as reference_memory_attention
 from hfsti_kernels import _registry
 from hfsti_kernels._backend import interpreter_enabled, select_backend
@@ -567,13 +567,7 @@ def _memory_attention_bwd(
         n_blocks = triton.cdiv(n, cfg[block])
         _launch(kernel, cfg, n_blocks, B * H, n_q, n_k, *inputs, *outputs, *scalars, **flags)
 
-    if has_bias:
-        # Sum over the dims key_bias broadcasts along; a deterministic reduction.
-        dims = [i for i in (0, 1) if key_bias.shape[i] == 1 and dbias.shape[i] != 1]
-        if dims:
-            dbias = dbias.sum(dim=dims, keepdim=True)
-        dbias = dbias.to(key_bias.dtype)
-    return dq, dk, dv, dbias
+    return dq, dk, dv, (key_bias_grad(dbias, key_bias) if has_bias else dbias)
 
 
 def _memory_attention_bwd_fake(
