@@ -186,8 +186,20 @@ def load_fh(FH_PTR, H_P: tl.constexpr):
 
 @triton.jit
 def load_fw(FW_PTR, IDX: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr, TRANS: tl.constexpr):
-    """Matrix IDX (:data:`G_RE` ...) of ``fw`` (4, W_P, WH_P): (W_P, WH_P), or its transpose
-    (WH_P, W_P) if TRANS."""
+    """The complex matrix of ``fw`` (4, W_P, WH_P) whose real part is matrix IDX
+    (:data:`G_RE` or :data:`CG_RE`): (re, im), each (W_P, WH_P), or transposed (WH_P, W_P) if
+    TRANS."""
+    return (
+        _load_fw_matrix(FW_PTR, IDX, W_P, WH_P, TRANS),
+        _load_fw_matrix(FW_PTR, IDX + 1, W_P, WH_P, TRANS),
+    )
+
+
+@triton.jit
+def _load_fw_matrix(
+    FW_PTR, IDX: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr, TRANS: tl.constexpr
+):
+    """Matrix IDX of ``fw``: (W_P, WH_P), or its transpose (WH_P, W_P) if TRANS."""
     base = FW_PTR + IDX * W_P * WH_P
     if TRANS:
         l_idx = tl.arange(0, WH_P)[:, None]

@@ -57,8 +57,7 @@ def fu_spectrum(
     with ``F(u - i v) @ G = (u Gr + v Gi) + i (u Gi - v Gr)`` along W, then F_H along H.
     """
     dt = Fr.dtype
-    Gr = load_fw(FW_PTR, G_RE, W_P, WH_P, False)
-    Gi = load_fw(FW_PTR, G_RE + 1, W_P, WH_P, False)
+    Gr, Gi = load_fw(FW_PTR, G_RE, W_P, WH_P, False)
     HW = H * W
     re_plane = (b * 2 * CO + o) * HW
     im_plane = re_plane + CO * HW
@@ -108,8 +107,7 @@ def fu_backward_tail(
     zr, zi: the post-ReLU spectrum (its sign is the ReLU mask; padding is 0, so masked out).
     GU_PTR, GV_PTR: (B, 2CO, H, W) outputs; DB_PART_PTR: (B, 2CO) per-batch bias partials.
     """
-    Cr = load_fw(FW_PTR, CG_RE, W_P, WH_P, False)
-    Ci = load_fw(FW_PTR, CG_RE + 1, W_P, WH_P, False)
+    Cr, Ci = load_fw(FW_PTR, CG_RE, W_P, WH_P, False)
     gyr, gyi = rdft2(g, Cr, Ci, Fr, Fi, DOT)  # adjoint of irfft2_strict
     gzr = tl.where(zr > 0, gyr, 0.0)
     gzi = tl.where(zi > 0, gyi, 0.0)
@@ -117,8 +115,7 @@ def fu_backward_tail(
     tl.store(DB_PART_PTR + b * 2 * CO + o + CO, tl.sum(tl.sum(gzi, axis=1), axis=0))
     # The adjoint of (u, v) -> Re F(u - i v) at g: gu = rfft2^T(g + 0i), gv = rfft2^T(0 + i g),
     # which is rdft2 of g with the transposed G.
-    GrT = load_fw(FW_PTR, G_RE, W_P, WH_P, True)
-    GiT = load_fw(FW_PTR, G_RE + 1, W_P, WH_P, True)
+    GrT, GiT = load_fw(FW_PTR, G_RE, W_P, WH_P, True)
     HW = H * W
     re_plane = (b * 2 * CO + o) * HW
     gu, gv = rdft2(gzr, GrT, GiT, Fr, Fi, DOT)

@@ -72,8 +72,7 @@ def _qkv_spectra(
     FW_PTR: (4, W_P, WH_P) DFT matrices; Fr, Fi: F_H as from load_fh.
     """
     dt = Fr.dtype
-    Gr = load_fw(FW_PTR, G_RE, W_P, WH_P, False)
-    Gi = load_fw(FW_PTR, G_RE + 1, W_P, WH_P, False)
+    Gr, Gi = load_fw(FW_PTR, G_RE, W_P, WH_P, False)
     qr, qi = rdft2(load_plane(Q_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi, DOT)
     kr, ki = rdft2(load_plane(K_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi, DOT)
     vr, vi = rdft2(load_plane(V_PTR + plane, H, W, H_P, W_P, dt), Gr, Gi, Fr, Fi, DOT)
@@ -157,8 +156,7 @@ def _fca_fwd_kernel(
         )
         mr, mi = cmul(kr, ki, vr, vi, False)
         sr, si = cmul(qr, qi, mr, mi, False)
-        Er = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
-        Ei = load_fw(FW_PTR, CG_RE + 1, W_P, WH_P, True)
+        Er, Ei = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
         store_plane(Y_PTR + plane, irdft2(sr, si, Er, Ei, Fr, Fi, DOT), H, W, H_P, W_P)
     else:
         dt = FH_PTR.dtype.element_ty
@@ -209,14 +207,12 @@ def _fca_bwd_kernel(
     # adjoint of rfft2 is an inverse with the unweighted, transposed G.
     if not IS_STAGED:
         Fr, Fi = load_fh(FH_PTR, H_P)
-        Cr = load_fw(FW_PTR, CG_RE, W_P, WH_P, False)
-        Ci = load_fw(FW_PTR, CG_RE + 1, W_P, WH_P, False)
+        Cr, Ci = load_fw(FW_PTR, CG_RE, W_P, WH_P, False)
         gr, gi = rdft2(load_plane(DY_PTR + plane, H, W, H_P, W_P, Fr.dtype), Cr, Ci, Fr, Fi, DOT)
         qr, qi, kr, ki, vr, vi = _qkv_spectra(
             Q_PTR, K_PTR, V_PTR, plane, FW_PTR, H, W, Fr, Fi, H_P, W_P, WH_P, DOT
         )
-        GrT = load_fw(FW_PTR, G_RE, W_P, WH_P, True)
-        GiT = load_fw(FW_PTR, G_RE + 1, W_P, WH_P, True)
+        GrT, GiT = load_fw(FW_PTR, G_RE, W_P, WH_P, True)
         ar, ai = _grad_spectrum(gr, gi, kr, ki, vr, vi)
         store_plane(DQ_PTR + plane, irdft2(ar, ai, GrT, GiT, Fr, Fi, DOT), H, W, H_P, W_P)
         ar, ai = _grad_spectrum(gr, gi, qr, qi, vr, vi)

@@ -91,8 +91,7 @@ def _fu_fwd_kernel(
         )
         if SAVE_Z:
             fu_store_spectrum(ZS_PTR, zr, zi, b, o, CO, H, W, H_P, WH_P)
-        Er = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
-        Ei = load_fw(FW_PTR, CG_RE + 1, W_P, WH_P, True)
+        Er, Ei = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
         store_plane(Y_PTR + pid * H * W, irdft2(zr, zi, Er, Ei, Fr, Fi, DOT), H, W, H_P, W_P)
     else:
         dt = FH_PTR.dtype.element_ty

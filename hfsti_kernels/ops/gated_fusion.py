@@ -175,8 +175,7 @@ def _gf_fwd_kernel(
         )
         if SAVE_Z:
             fu_store_spectrum(ZS_PTR, zr, zi, b, c, C, H, W, H_P, WH_P)
-        Er = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
-        Ei = load_fw(FW_PTR, CG_RE + 1, W_P, WH_P, True)
+        Er, Ei = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
         gelu = _gelu(irdft2(zr, zi, Er, Ei, Fr, Fi, DOT))
         s = _dwconv3x3(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, H_P, W_P, dt)
         store_plane(XFS_PTR + plane, gelu * s, H, W, H_P, W_P)
@@ -224,8 +223,7 @@ def _gf_bwd_kernel(
         Fr, Fi = load_fh(FH_PTR, H_P)
         dt = Fr.dtype
         zr, zi = fu_load_spectrum(ZS_PTR, b, c, C, H, W, H_P, WH_P, dt)
-        Er = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
-        Ei = load_fw(FW_PTR, CG_RE + 1, W_P, WH_P, True)
+        Er, Ei = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
         f = irdft2(zr, zi, Er, Ei, Fr, Fi, DOT)
         plane = pid * H * W  # here, not earlier: the sm_90 compile spills less
         s = _dwconv3x3(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, H_P, W_P, dt)
