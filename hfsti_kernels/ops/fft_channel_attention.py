@@ -97,11 +97,16 @@ def _spectrum_blk(FH_PTR, YR, YI, r0, c0, H_P, WH_P, BM, BN, BK, DTYPE, DOT):
 
 @triton.jit
 def _qkv_row_passes(
-    Q_PTR, K_PTR, V_PTR, plane, H, W, FW_PTR, SCR_PTR, pid, S: tl.constexpr, NSLOT: tl.constexpr,
+    Q_PTR, K_PTR, V_PTR, H, W, FW_PTR, SCR_PTR, S: tl.constexpr, NSLOT: tl.constexpr,
     H_P: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, DTYPE: tl.constexpr, DOT: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
-    """Staged: the W passes ``t @ G`` of q's, k's and v's plane into slots S..S+5 (two each)."""
+    """Staged: the W passes ``t @ G`` of this program's plane of q, k and v into slots S..S+5
+    of its scratch (two each), then a barrier, so that the H passes may read any of their rows.
+    """
+    DTYPE: tl.constexpr = FW_PTR.dtype.element_ty
+    pid = tl.program_id(0).to(tl.int64)
+    plane = pid * H * W
     s0, s1 = slot_pair(SCR_PTR, pid, S, NSLOT, H_P, WH_P)
     s2, s3 = slot_pair(SCR_PTR, pid, S + 2, NSLOT, H_P, WH_P)
     s4, s5 = slot_pair(SCR_PTR, pid, S + 4, NSLOT, H_P, WH_P)
@@ -114,6 +119,7 @@ def _qkv_row_passes(
     staged_rdft2_w(
         V_PTR + plane, W, H, W, FW_PTR, G_RE, s4, s5, H_P, W_P, WH_P, BM, BN, BK, DTYPE, DOT
     )
+    tl.debug_barrier()
 
 
 @triton.jit
@@ -163,10 +169,8 @@ def _fca_fwd_kernel(
         s0, s1 = slot_pair(SCR_PTR, pid, 0, NSLOT, H_P, WH_P)
         s6, s7 = slot_pair(SCR_PTR, pid, 6, NSLOT, H_P, WH_P)
         _qkv_row_passes(
-            Q_PTR, K_PTR, V_PTR, plane, H, W, FW_PTR, SCR_PTR, pid, 0, NSLOT,
-            H_P, W_P, WH_P, BM, BN, BK, dt, DOT,
-        )  # fmt: skip
-        tl.debug_barrier()
+            Q_PTR, K_PTR, V_PTR, H, W, FW_PTR, SCR_PTR, 0, NSLOT, H_P, W_P, WH_P, BM, BN, BK, DOT
+        )
         for r0 in range(0, H_P, BM):
             for c0 in range(0, WH_P, BN):
                 qr, qi, kr, ki, vr, vi = _qkv_spectrum_blks(
@@ -231,10 +235,8 @@ def _fca_bwd_kernel(
             DY_PTR + plane, W, H, W, FW_PTR, CG_RE, s0, s1, H_P, W_P, WH_P, BM, BN, BK, dt, DOT
         )
         _qkv_row_passes(
-            Q_PTR, K_PTR, V_PTR, plane, H, W, FW_PTR, SCR_PTR, pid, 2, NSLOT,
-            H_P, W_P, WH_P, BM, BN, BK, dt, DOT,
-        )  # fmt: skip
-        tl.debug_barrier()
+            Q_PTR, K_PTR, V_PTR, H, W, FW_PTR, SCR_PTR, 2, NSLOT, H_P, W_P, WH_P, BM, BN, BK, DOT
+        )
         for r0 in range(0, H_P, BM):
             for c0 in range(0, WH_P, BN):
                 gr, gi = _spectrum_blk(FH_PTR, s0, s1, r0, c0, H_P, WH_P, BM, BN, BK, dt, DOT)
