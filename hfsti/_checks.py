@@ -69,6 +69,15 @@ def check_nonempty(name: str, x: torch.Tensor, dims: str) -> None:
         raise ValueError(f"{name}: expected every size of {dims} >= 1, got {tuple(x.shape)}")
 
 
+def check_head_dim(q: torch.Tensor, limit: int, kernels: str) -> None:
+    """Refuse attention inputs whose head dim (q's last) is over the ``kernels``' ``limit``."""
+    d = q.shape[-1]
+    if d > limit:
+        raise ValueError(
+            f"q: head dim d={d} > {limit} is not supported by {kernels}; use backend='reference'"
+        )
+
+
 def _traced(x: torch.Tensor) -> bool:
     """True when ``x`` has no values to look at: a meta or fake tensor, or torch.compile is
     tracing (value checks then stay out of the graph)."""

@@ -6,6 +6,7 @@ import argparse
 import re
 import sys
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -133,26 +134,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.data is not None and not args.data:
         raise ValueError("--data: expected one or more roots; omit --data for synthetic clips")
-    cfg = TrainConfig(
-        out=args.out,
-        data=args.data or [],
-        cases=args.cases,
-        clip_len=args.clip_len,
-        size=args.size,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        lr=args.lr,
-        warmup=args.warmup,
-        amp=args.amp,
-        augment=not args.no_augment,
-        seed=args.seed,
-        workers=args.workers,
-        save_every=args.save_every,
-        log_every=args.log_every,
-        backbone=args.backbone,
-        init_from=args.init_from,
-        restart=args.restart,
-    )
+    # The train options are named as TrainConfig's fields; two are spelled otherwise.
+    same = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    cfg = TrainConfig(**same | {"data": args.data or [], "augment": not args.no_augment})
     config = HFSTIConfig(
         channels=args.channels,
         memory_frames=args.memory_frames,

@@ -40,6 +40,7 @@ __all__ = [
     "check_gated_fusion_inputs",
     "check_memory_attention_inputs",
     "key_bias_grad",
+    "attention_scale",
     "check_loss_inputs",
     "fft_channel_attention",
     "fourier_unit",
@@ -288,6 +289,11 @@ def check_memory_attention_inputs(
         check_like("key_bias", key_bias, "q", q)
 
 
+def attention_scale(scale: float | None, head_dim: int) -> float:
+    """The logit scale of :func:`memory_attention`: ``scale``, by default ``head_dim ** -0.5``."""
+    return float(scale) if scale is not None else head_dim**-0.5
+
+
 def key_bias_grad(grad: Tensor, key_bias: Tensor) -> Tensor:
     """The gradient of a (B, h, Nk) ``grad`` of the broadcast bias, taken back to ``key_bias``'s
     shape and dtype: summed (deterministically, by torch) over the size-1 dims it broadcasts
@@ -315,7 +321,7 @@ def memory_attention(
     """
     check_memory_attention_inputs(q, k, v, key_bias, scale)
     qc, kc, vc = _upcast(q, k, v)
-    logits = (scale if scale is not None else q.shape[-1] ** -0.5) * qc @ kc.transpose(-1, -2)
+    logits = attention_scale(scale, q.shape[-1]) * qc @ kc.transpose(-1, -2)
     if key_bias is None:
         return (torch.softmax(logits, dim=-1) @ vc).to(q.dtype)
     logits = logits + key_bias.to(qc.dtype)[..., None, :]

@@ -119,9 +119,24 @@ def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
 class AcceleratedSegmenter:
     """Streaming segmentation with the fused model in reduced precision (see the module notes).
 
-    Build it with :func:`accelerate`. ``step(frame)`` takes (batch_size, 3, H, W) RGB in [0, 1]
-    (any float dtype, any device: it is copied into the static input) and returns float32
-    level-1 logits (batch_size, 1, H, W) on the model's device; ``reset()`` starts new videos.
+    Built by ``accelerate(model, ...)`` (this class under its entry-point name), which leaves
+    ``model`` untouched. ``step(frame)`` takes (batch_size, 3, H, W) RGB in [0, 1] (any float
+    dtype, any device: it is copied into the static input) and returns float32 level-1 logits
+    (batch_size, 1, H, W) on the model's device; ``reset()`` starts new videos, as
+    :class:`hfsti.VideoSegmenter`.
+
+    Args:
+        model: an ``HFSTINet`` (any backend, device, dtype or mode; its device is used).
+        dtype: torch.bfloat16 (default), torch.float16 or torch.float32 (the same path in fp32,
+            for testing).
+        cuda_graphs: capture each step in a CUDA graph when the model is on CUDA; ignored (eager)
+            on CPU.
+        batch_size: the number of independent videos each ``step`` takes (static).
+        size: the model resolution, an int or (H, W) (default ``model.config.input_size``);
+            frames of another size are resized to it and their logits resized back.
+        backend: the kernels of the fused copy: "auto" (Triton on CUDA), "triton", "cuda" (the
+            CUDA backend; on a CPU model under ``HFSTI_CUDA_EMULATE=1``) or "reference"; a
+            backend that cannot run here raises a one-line ValueError naming ``backend``.
 
     Attributes:
         model: the fused, folded, cast private copy of the model.
@@ -298,30 +313,5 @@ class AcceleratedSegmenter:
         self.reset()
 
 
-def accelerate(
-    model: HFSTINet,
-    dtype: torch.dtype = torch.bfloat16,
-    cuda_graphs: bool = True,
-    batch_size: int = 1,
-    size: int | tuple[int, int] | None = None,
-    backend: str = "auto",
-) -> AcceleratedSegmenter:
-    """A streaming segmenter running a fused, ``dtype`` copy of ``model`` (the model is untouched).
-
-    Args:
-        model: an ``HFSTINet`` (any backend, device, dtype or mode; its device is used).
-        dtype: torch.bfloat16 (default), torch.float16 or torch.float32 (the same path in fp32,
-            for testing).
-        cuda_graphs: capture each step in a CUDA graph when the model is on CUDA; ignored (eager)
-            on CPU.
-        batch_size: the number of independent videos each ``step`` takes (static).
-        size: the model resolution, an int or (H, W) (default ``model.config.input_size``);
-            frames of another size are resized to it and their logits resized back.
-        backend: the kernels of the fused copy: "auto" (Triton on CUDA), "triton", "cuda" (the
-            CUDA backend; on a CPU model under ``HFSTI_CUDA_EMULATE=1``) or "reference"; a
-            backend that cannot run here raises a one-line ValueError naming ``backend``.
-    Returns:
-        an :class:`AcceleratedSegmenter`, with ``step(frame)`` and ``reset()`` as
-        :class:`hfsti.VideoSegmenter`.
-    """
-    return AcceleratedSegmenter(model, dtype, cuda_graphs, batch_size, size, backend)
+# The documented entry point: ``accelerate(model, ...)`` builds an AcceleratedSegmenter.
+accelerate = AcceleratedSegmenter

@@ -11,6 +11,8 @@ order of their stems ("2" < "10"). Images are read at their stored depth (8 or 1
 does: luminance (PIL ``convert("L")``, ITU-R 601) ``> 128`` of 255, and at 16 bits the same
 fraction of full scale (``> 32896`` of 65535). For the usual gray masks (R = G = B) the luminance
 is exactly that value.
+
+The public names are re-exported, and listed, by ``hfsti.data``.
 """
 
 from __future__ import annotations
@@ -26,20 +28,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "SUNSEGClips",
-    "binarize_mask",
-    "list_cases",
-    "list_images",
-    "load_frame",
-    "load_image",
-    "load_mask",
-    "luminance",
-    "natural_key",
-    "resize_clip",
-]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 

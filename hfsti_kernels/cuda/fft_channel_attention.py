@@ -13,22 +13,22 @@ write of that tensor, only when a caller passes a non-contiguous view.
 
 from __future__ import annotations
 
-import torch
+from torch import Tensor
 
 from hfsti_kernels._registry import kernel_op, register_implementation
 from hfsti_kernels.cuda import _fft_plan
 from hfsti_kernels.cuda import runtime as rt
-from hfsti_kernels.cuda._autograd import register_backward_of_inputs
+from hfsti_kernels.cuda._autograd import backward_op, register_backward_of_inputs
 
 __all__ = ["fft_channel_attention"]
 
 
-def _fwd_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _fwd_fake(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return q.new_empty(q.shape)
 
 
 @kernel_op("hfsti_cuda::fft_channel_attention", fake=_fwd_fake)
-def fft_channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def fft_channel_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """The CUDA kernels' ``fft_channel_attention`` (inputs already validated by the public op).
 
     Args:
@@ -44,14 +44,8 @@ def fft_channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> 
     return y
 
 
-def _bwd_fake(dy, q, k, v):
-    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
-
-
-@kernel_op("hfsti_cuda::fft_channel_attention_backward", fake=_bwd_fake)
-def _bwd(
-    dy: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@backward_op("hfsti_cuda::fft_channel_attention_backward")
+def _bwd(dy: Tensor, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     dy, q, k, v = (t.contiguous() for t in (dy, q, k, v))
     B, C, H, W = q.shape
     dq, dk, dv = (q.new_empty(q.shape) for _ in range(3))

@@ -16,17 +16,18 @@ Inputs are made contiguous first: a copy (one extra read and write) only for a n
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from hfsti._checks import compute_dtype
 from hfsti_kernels._registry import kernel_op, register_implementation
 from hfsti_kernels.cuda import _fft_plan
 from hfsti_kernels.cuda import runtime as rt
-from hfsti_kernels.cuda._autograd import register_backward_of_inputs
+from hfsti_kernels.cuda._autograd import backward_op, register_backward_of_inputs
 
 __all__ = ["fourier_unit"]
 
 
-def spectrum(x: torch.Tensor) -> torch.Tensor:
+def spectrum(x: Tensor) -> Tensor:
     """Z = cat([Re, Im] rfft2(x)) as (B, 2C, H*(W//2+1)) in the compute dtype."""
     B, C, H, W = x.shape
     z = x.new_empty((B, 2 * C, H * (W // 2 + 1)), dtype=compute_dtype(x.dtype))
@@ -34,12 +35,11 @@ def spectrum(x: torch.Tensor) -> torch.Tensor:
     return z
 
 
-def inverse(gz: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def inverse(gz: Tensor, like: Tensor) -> Tensor:
     """dx = rfft2^T(gZ) for gZ (B, 2C, H*(W//2+1)), in ``like``'s dtype and shape (B, C, H, W)."""
     B, C, H, W = like.shape
     dx = like.new_empty(like.shape)
-    gz = gz.contiguous()  # held until the launch: rt.ptr keeps only the address
-    args = [rt.ptr(gz), rt.ptr(dx), rt.i32(C)]
+    args = [rt.ptr(gz.contiguous()), rt.ptr(dx), rt.i32(C)]
     _fft_plan.launch("hfsti_fu_out_bwd", like, args, B * C, H, W, nbuf=2)
     return dx
 
@@ -50,7 +50,7 @@ def _fwd_fake(x, weight, bias):
 
 
 @kernel_op("hfsti_cuda::fourier_unit", fake=_fwd_fake)
-def fourier_unit(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def fourier_unit(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """The CUDA kernels' ``fourier_unit`` (inputs already validated by the public op).
 
     Args:
@@ -68,14 +68,8 @@ def fourier_unit(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     return y
 
 
-def _bwd_fake(dy, x, weight, bias):
-    return x.new_empty(x.shape), weight.new_empty(weight.shape), bias.new_empty(bias.shape)
-
-
-@kernel_op("hfsti_cuda::fourier_unit_backward", fake=_bwd_fake)
-def _bwd(
-    dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@backward_op("hfsti_cuda::fourier_unit_backward")
+def _bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     dy, x, bias = dy.contiguous(), x.contiguous(), bias.contiguous()
     B, _, H, W = x.shape
     co = weight.shape[0] // 2

@@ -18,11 +18,13 @@ Inputs are made contiguous first: a copy (one extra read and write) only for non
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from hfsti._checks import compute_dtype
 from hfsti_kernels._registry import kernel_op, register_implementation
 from hfsti_kernels.cuda import _fft_plan
 from hfsti_kernels.cuda import runtime as rt
+from hfsti_kernels.cuda._autograd import backward_op
 from hfsti_kernels.cuda.fourier_unit import spectrum
 
 __all__ = ["gated_fusion"]
@@ -44,22 +46,12 @@ def _sum_and_spectrum(x_f, x_s, x_0):
 
 @kernel_op("hfsti_cuda::gated_fusion", fake=_fwd_fake)
 def gated_fusion(
-    x_f: torch.Tensor,
-    x_s: torch.Tensor,
-    x_0: torch.Tensor,
-    fu_weight: torch.Tensor,
-    fu_bias: torch.Tensor,
-    dw_weight: torch.Tensor,
-    dw_bias: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CUDA kernels' ``gated_fusion`` (inputs already validated by the public op).
-
-    Args:
-        x_f, x_s, x_0: (B, C, H, W); fu_weight (2C, 2C), fu_bias (2C,); dw_weight (C, 1, 3, 3),
-            dw_bias (C,); one dtype and device; any strides.
-    Returns:
-        (x_c, x_fs), both (B, C, H, W) in the input dtype; differentiable in all seven inputs.
-    """
+    x_f: Tensor, x_s: Tensor, x_0: Tensor,
+    fu_weight: Tensor, fu_bias: Tensor,
+    dw_weight: Tensor, dw_bias: Tensor,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """:func:`hfsti.ops.gated_fusion` in the CUDA kernels (arguments validated by the public op;
+    any strides); differentiable in all seven inputs."""
     x_f, x_s, x_0, fu_bias, dw_weight, dw_bias = (
         t.contiguous() for t in (x_f, x_s, x_0, fu_bias, dw_weight, dw_bias)
     )
@@ -72,26 +64,11 @@ def gated_fusion(
     return x_c, x_fs
 
 
-def _bwd_fake(g_xc, g_xfs, x_c, fu_weight, fu_bias, dw_weight, dw_bias):
-    return (
-        x_c.new_empty(x_c.shape),
-        fu_weight.new_empty(fu_weight.shape),
-        fu_bias.new_empty(fu_bias.shape),
-        dw_weight.new_empty(dw_weight.shape),
-        dw_bias.new_empty(dw_bias.shape),
-    )
-
-
-@kernel_op("hfsti_cuda::gated_fusion_backward", fake=_bwd_fake)
+@backward_op("hfsti_cuda::gated_fusion_backward", n_out_grads=2)
 def _bwd(
-    g_xc: torch.Tensor | None,
-    g_xfs: torch.Tensor,
-    x_c: torch.Tensor,
-    fu_weight: torch.Tensor,
-    fu_bias: torch.Tensor,
-    dw_weight: torch.Tensor,
-    dw_bias: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g_xc: Tensor | None, g_xfs: Tensor,
+    x_c: Tensor, fu_weight: Tensor, fu_bias: Tensor, dw_weight: Tensor, dw_bias: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """Gradients (x_c [shared by x_f, x_s, x_0], fu_weight, fu_bias, dw_weight, dw_bias)."""
     g_xfs, x_c, fu_bias, dw_weight, dw_bias = (
         t.contiguous() for t in (g_xfs, x_c, fu_bias, dw_weight, dw_bias)

@@ -12,9 +12,10 @@ stride). The head dim d is padded to a tile of 32, 64 or 128 (the kernel templat
 """
 
 import torch
+from torch import Tensor
 
-from hfsti._checks import compute_dtype
-from hfsti.ops import key_bias_grad
+from hfsti._checks import check_head_dim, compute_dtype
+from hfsti.ops import attention_scale, key_bias_grad
 from hfsti_kernels._registry import kernel_op, register_implementation
 from hfsti_kernels.cuda import runtime as rt
 
@@ -43,12 +44,12 @@ def _smem(kernel: str, D: int, dtype: torch.dtype) -> int:
     return elems * torch.finfo(compute_dtype(dtype)).bits // 8
 
 
-def _strided(t: torch.Tensor) -> list:
+def _strided(t: Tensor) -> list:
     """A 4-D tensor as kernel arguments: its pointer and its four strides."""
     return [rt.ptr(t), *(rt.i64(s) for s in t.stride())]
 
 
-def _bias_args(key_bias: torch.Tensor | None) -> list:
+def _bias_args(key_bias: Tensor | None) -> list:
     """key_bias's pointer and (B, h, Nk) strides; a broadcast dim gets stride 0, None a null."""
     if key_bias is None:
         return [rt.ptr(None), rt.i64(0), rt.i64(0), rt.i64(0)]
@@ -58,7 +59,7 @@ def _bias_args(key_bias: torch.Tensor | None) -> list:
     return [rt.ptr(key_bias), rt.i64(sb), rt.i64(sh), rt.i64(sn)]
 
 
-def _launch(kernel: str, q: torch.Tensor, blocks: int, args: list, sizes: tuple, scales) -> None:
+def _launch(kernel: str, q: Tensor, blocks: int, args: list, sizes: tuple, scales) -> None:
     """Launch ``kernel``'s instantiation for q's dtype and head tile over ``blocks`` blocks;
     ``sizes`` = (H, nq, nk, d), ``scales`` the trailing acc_t scalars."""
     D = _head_tile(q.shape[-1])
@@ -77,7 +78,7 @@ def _tiles(n: int, block: int) -> int:
     return (n + block - 1) // block
 
 
-def _fwd_outputs(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _fwd_outputs(q: Tensor) -> tuple[Tensor, Tensor]:
     """Empty o (B, h, Nq, d) and lse (B, h, Nq) in the accumulation dtype."""
     return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=compute_dtype(q.dtype))
 
@@ -88,12 +89,8 @@ def _fwd_fake(q, k, v, key_bias, scale):
 
 @kernel_op("hfsti_cuda::memory_attention_fwd", fake=_fwd_fake)
 def _fwd(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_bias: torch.Tensor | None,
-    scale: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None, scale: float
+) -> tuple[Tensor, Tensor]:
     """o (B, h, Nq, d) and the base-2 log-sum-exp (B, h, Nq) saved for the backward."""
     B, H, n_q, d = q.shape
     n_k = k.shape[2]
@@ -111,15 +108,9 @@ def _bwd_fake(do, q, k, v, key_bias, o, lse, scale):
 
 @kernel_op("hfsti_cuda::memory_attention_bwd", fake=_bwd_fake)
 def _bwd(
-    do: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_bias: torch.Tensor | None,
-    o: torch.Tensor,
-    lse: torch.Tensor,
-    scale: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None,
+    o: Tensor, lse: Tensor, scale: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """dq, dk, dv and dkey_bias (key_bias's shape; an empty (0,) tensor without key_bias)."""
     B, H, n_q, d = q.shape
     n_k = k.shape[2]
@@ -147,7 +138,7 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(lse)
 
 
-def _backward(ctx, do: torch.Tensor, dlse: torch.Tensor | None):
+def _backward(ctx, do: Tensor, dlse: Tensor | None):
     q, k, v, key_bias, o, lse = ctx.saved_tensors
     dq, dk, dv, dbias = _bwd(do, q, k, v, key_bias, o, lse, ctx.scale)
     return dq, dk, dv, (dbias if key_bias is not None else None), None
@@ -157,35 +148,15 @@ _fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def memory_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_bias: torch.Tensor | None = None,
-    scale: float | None = None,
-    *,
-    fp32_precision: str = "tf32x3",
-) -> torch.Tensor:
-    """The CUDA kernels' ``memory_attention`` (inputs already validated by the public op).
-
-    Args:
-        q: (B, h, Nq, d); k, v: (B, h, Nk, d); d <= 128; any strides.
-        key_bias: None or (B, h, Nk), a size-1 B or h broadcasting (its gradient keeps that
-            shape).
-        scale: logit scale, default ``d ** -0.5``.
-        fp32_precision: accepted for the public op's signature; these kernels always compute
-            fp32 inputs with IEEE fp32 FMAs (no tensor cores), at least as accurate as
-            "tf32x3".
-    Returns:
-        o: (B, h, Nq, d) in q's dtype; differentiable in q, k, v and key_bias, with a
-        deterministic backward.
-    """
-    d = q.shape[-1]
-    if d > MAX_HEAD_DIM:
-        raise ValueError(
-            f"q: head dim d={d} > {MAX_HEAD_DIM} is not supported by the CUDA kernels; "
-            "use backend='reference'"
-        )
-    scale = float(scale) if scale is not None else d**-0.5
+    q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None = None, scale: float | None = None,
+    *, fp32_precision: str = "tf32x3",
+) -> Tensor:  # fmt: skip
+    """:func:`hfsti.ops.memory_attention` in the CUDA kernels (arguments validated by the public
+    op; any strides; d <= 128; a key_bias gradient keeps key_bias's shape). ``fp32_precision`` is
+    accepted for the public signature: these kernels compute fp32 inputs with IEEE fp32 FMAs (no
+    tensor cores), at least as accurate as "tf32x3". The backward is deterministic."""
+    check_head_dim(q, MAX_HEAD_DIM, "the CUDA kernels")
+    scale = attention_scale(scale, q.shape[-1])
     o, _ = _fwd(q, k, v, key_bias, scale)
     return o
 

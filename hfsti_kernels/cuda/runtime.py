@@ -67,16 +67,26 @@ class Arg(NamedTuple):
         return f"{KIND_NAMES[self.kind]}({self.value})"
 
 
+class _TensorArg(Arg):
+    """A pointer argument that also holds its tensor (still a (kind, value) pair to the
+    launchers), so that a temporary passed straight into an argument list lives until the
+    launch has been issued."""
+
+    def __new__(cls, t: torch.Tensor):
+        arg = super().__new__(cls, PTR, t.data_ptr())
+        arg.tensor = t
+        return arg
+
+
 def ptr(t: torch.Tensor | None) -> Arg:
     """The address of ``t``'s first element (``None``: a null pointer). Strides are not
-    passed along: give the kernel contiguous tensors or their strides as integers. Only the
-    address is kept: the caller holds ``t`` until the launch has run (a temporary freed before
-    the launch leaves the kernel writing into freed memory)."""
+    passed along: give the kernel contiguous tensors or their strides as integers. The
+    argument holds ``t``, so ``ptr(x.contiguous())`` is safe while the argument list lives."""
     if t is None:
         return Arg(PTR, 0)
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"ptr: expected a tensor or None, got {type(t).__name__}")
-    return Arg(PTR, t.data_ptr())
+    return _TensorArg(t)
 
 
 def _int(kind: int, bits: int, v) -> Arg:
