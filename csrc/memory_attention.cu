@@ -142,6 +142,73 @@ __device__ __forceinline__ void load_bias(A* bs, const T* bias, long long sbn, i
   }
 }
 
+// This block's tile: blocks run tile-fastest over the ceil(n / kBM) row tiles (of queries, or of
+// keys for dk/dv; kBM == kBN) of one (b, head), then over the B * H of them (bh = b * H + head).
+struct Tile {
+  int bh, b, h, row0;
+};
+
+__device__ __forceinline__ Tile block_tile(int n, int H) {
+  const int tiles = (n + kBM - 1) / kBM;
+  const int bh = blockIdx.x / tiles;
+  return {bh, bh / H, bh % H, static_cast<int>(blockIdx.x % tiles * kBM)};
+}
+
+// Moves each pointer of the (pointer, batch stride, head stride) triples to (b, head h).
+__device__ __forceinline__ void to_head(int, int) {}
+
+template <class P, class... Rest>
+__device__ __forceinline__ void to_head(int b, int h, P& p, long long sb, long long sh,
+                                        Rest&... rest) {
+  p += b * sb + h * sh;
+  to_head(b, h, rest...);
+}
+
+// The backward kernels' shared memory, in acc units: the tiles the block keeps (dq: Qs, dOs;
+// dk/dv: Ks, Vs) first, then the two it streams (kBM = kBN rows of D + 1 each), the score tiles
+// Ps (dk/dv only, else null) and dSs (kBM x kLDS), bs (kBN), lse_s and dl_s (kBM): the sizes of
+// the header.
+template <class A>
+struct BwdTiles {
+  A *Qs, *dOs, *Ks, *Vs, *Ps, *dSs, *bs, *lse_s, *dl_s;
+};
+
+template <int D, bool kDkdv, class A>
+__device__ __forceinline__ BwdTiles<A> bwd_tiles() {
+  HFSTI_DYNAMIC_SHARED(A, smem);
+  constexpr int kTile = kBM * (D + 1);
+  BwdTiles<A> t;
+  t.Qs = smem + (kDkdv ? 2 * kTile : 0);
+  t.dOs = t.Qs + kTile;
+  t.Ks = smem + (kDkdv ? 0 : 2 * kTile);
+  t.Vs = t.Ks + kTile;
+  t.Ps = kDkdv ? smem + 4 * kTile : nullptr;
+  t.dSs = smem + 4 * kTile + (kDkdv ? kBM * kLDS : 0);
+  t.bs = t.dSs + kBM * kLDS;
+  t.lse_s = t.bs + kBN;
+  t.dl_s = t.lse_s + kBM;
+  return t;
+}
+
+// P = exp2(S - lse) and dS = P (do v^T - delta) of query tile m0 against key tile n0, with
+// S = qk_scale q k^T + bias from the staged Qs, Ks, dOs, Vs, bs, lse_s, dl_s, into the shared
+// tiles dSs and (kKeepP) Ps; P is 0 on padded rows and keys.
+template <int D, bool kKeepP, class A>
+__device__ __forceinline__ void probs_and_grads(const BwdTiles<A>& sm, int m0, int n0, int nq,
+                                                int nk, int d, A qk_scale) {
+  A s[kFR][kFC], dp[kFR][kFC];
+  dot_frag<D>(sm.Qs, sm.Ks, d, s);
+  dot_frag<D>(sm.dOs, sm.Vs, d, dp);
+  for (int r = 0; r < kFR; ++r)
+    for (int c = 0; c < kFC; ++c) {
+      const int i = frag_row(r), j = frag_col(c);
+      const bool ok = m0 + i < nq && n0 + j < nk;
+      const A p = ok ? exp2_(s[r][c] * qk_scale + sm.bs[j] - sm.lse_s[i]) : A(0);
+      if constexpr (kKeepP) sm.Ps[i * kLDS + j] = p;
+      sm.dSs[i * kLDS + j] = p * (dp[r][c] - sm.dl_s[i]);
+    }
+}
+
 }  // namespace ma
 }  // namespace hfsti
 
@@ -171,12 +238,8 @@ __global__ void __launch_bounds__(128) hfsti_ma_fwd(const T* __restrict__ q, lon
   A* a_s = l_s + kBM;
 
   const int tid = threadIdx.x;
-  const int tiles = (nq + kBM - 1) / kBM;
-  const int bh = blockIdx.x / tiles, m0 = blockIdx.x % tiles * kBM;
-  const int b = bh / H, h = bh % H;
-  q += b * sqb + h * sqh;
-  k += b * skb + h * skh;
-  v += b * svb + h * svh;
+  const auto [bh, b, h, m0] = block_tile(nq, H);
+  to_head(b, h, q, sqb, sqh, k, skb, skh, v, svb, svh);
   if (bias != nullptr) bias += b * sbb + h * sbh;
 
   hfsti::ma::load_tile<kBM, D>(Qs, q, sqm, sqd, m0, nq, d);
@@ -249,61 +312,36 @@ __global__ void __launch_bounds__(128) hfsti_ma_bwd_dq(const T* __restrict__ q, 
   // clang-format on
   using namespace hfsti::ma;
   using A = hfsti::acc_t<T>;
-  constexpr int LD = D + 1;
-  HFSTI_DYNAMIC_SHARED(A, smem);
-  A* Qs = smem;
-  A* dOs = Qs + kBM * LD;
-  A* Ks = dOs + kBM * LD;
-  A* Vs = Ks + kBN * LD;
-  A* dSs = Vs + kBN * LD;
-  A* bs = dSs + kBM * kLDS;
-  A* lse_s = bs + kBN;
-  A* dl_s = lse_s + kBM;
-
+  const BwdTiles<A> sm = bwd_tiles<D, false, A>();
   const int tid = threadIdx.x;
-  const int tiles = (nq + kBM - 1) / kBM;
-  const int bh = blockIdx.x / tiles, m0 = blockIdx.x % tiles * kBM;
-  const int b = bh / H, h = bh % H;
-  q += b * sqb + h * sqh;
-  k += b * skb + h * skh;
-  v += b * svb + h * svh;
-  o += b * sob + h * soh;
-  dout += b * sdb + h * sdh;
+  const auto [bh, b, h, m0] = block_tile(nq, H);
+  to_head(b, h, q, sqb, sqh, k, skb, skh, v, svb, svh, o, sob, soh, dout, sdb, sdh);
   if (bias != nullptr) bias += b * sbb + h * sbh;
   const long long row_base = (long long)bh * nq;
 
-  hfsti::ma::load_tile<kBM, D>(Qs, q, sqm, sqd, m0, nq, d);
-  hfsti::ma::load_tile<kBM, D>(dOs, dout, sdm, sdd, m0, nq, d);
+  hfsti::ma::load_tile<kBM, D>(sm.Qs, q, sqm, sqd, m0, nq, d);
+  hfsti::ma::load_tile<kBM, D>(sm.dOs, dout, sdm, sdd, m0, nq, d);
   __syncthreads();
   if (tid < kBM) {
     const int i = m0 + tid;
     A dl = A(0);
     if (i < nq) {
       for (int dd = 0; dd < d; ++dd)
-        dl = fma_(dOs[tid * LD + dd], (A)hfsti::to_float(o[i * som + dd * sod]), dl);
+        dl = fma_(sm.dOs[tid * (D + 1) + dd], (A)hfsti::to_float(o[i * som + dd * sod]), dl);
       delta[row_base + i] = dl;
     }
-    dl_s[tid] = dl;
-    lse_s[tid] = i < nq ? lse[row_base + i] : A(0);
+    sm.dl_s[tid] = dl;
+    sm.lse_s[tid] = i < nq ? lse[row_base + i] : A(0);
   }
   A acc[kAR][D / 32] = {};
   for (int n0 = 0; n0 < nk; n0 += kBN) {
-    hfsti::ma::load_tile<kBN, D>(Ks, k, skn, skd, n0, nk, d);
-    hfsti::ma::load_tile<kBN, D>(Vs, v, svn, svd, n0, nk, d);
-    hfsti::ma::load_bias(bs, bias, sbn, n0, nk);
+    hfsti::ma::load_tile<kBN, D>(sm.Ks, k, skn, skd, n0, nk, d);
+    hfsti::ma::load_tile<kBN, D>(sm.Vs, v, svn, svd, n0, nk, d);
+    hfsti::ma::load_bias(sm.bs, bias, sbn, n0, nk);
     __syncthreads();
-    A s[kFR][kFC], dp[kFR][kFC];
-    hfsti::ma::dot_frag<D>(Qs, Ks, d, s);
-    hfsti::ma::dot_frag<D>(dOs, Vs, d, dp);
-    for (int r = 0; r < kFR; ++r)
-      for (int c = 0; c < kFC; ++c) {
-        const int i = frag_row(r), j = frag_col(c);
-        const bool ok = m0 + i < nq && n0 + j < nk;
-        const A p = ok ? exp2_(s[r][c] * qk_scale + bs[j] - lse_s[i]) : A(0);
-        dSs[i * kLDS + j] = p * (dp[r][c] - dl_s[i]);
-      }
+    hfsti::ma::probs_and_grads<D, false>(sm, m0, n0, nq, nk, d, qk_scale);
     __syncthreads();
-    hfsti::ma::acc_frag<D>(dSs, kLDS, 1, Ks, min(kBN, nk - n0), acc);
+    hfsti::ma::acc_frag<D>(sm.dSs, kLDS, 1, sm.Ks, min(kBN, nk - n0), acc);
     __syncthreads();
   }
   hfsti::ma::store_frag<D>(dq + row_base * d, acc, scale, m0, nq, d);
@@ -320,60 +358,34 @@ __global__ void __launch_bounds__(128) hfsti_ma_bwd_dkdv(const T* __restrict__ q
   // clang-format on
   using namespace hfsti::ma;
   using A = hfsti::acc_t<T>;
-  constexpr int LD = D + 1;
-  HFSTI_DYNAMIC_SHARED(A, smem);
-  A* Ks = smem;
-  A* Vs = Ks + kBN * LD;
-  A* Qs = Vs + kBN * LD;
-  A* dOs = Qs + kBM * LD;
-  A* Ps = dOs + kBM * LD;
-  A* dSs = Ps + kBM * kLDS;
-  A* bs = dSs + kBM * kLDS;
-  A* lse_s = bs + kBN;
-  A* dl_s = lse_s + kBM;
-
+  const BwdTiles<A> sm = bwd_tiles<D, true, A>();
   const int tid = threadIdx.x;
-  const int tiles = (nk + kBN - 1) / kBN;
-  const int bh = blockIdx.x / tiles, n0 = blockIdx.x % tiles * kBN;
-  const int b = bh / H, h = bh % H;
-  q += b * sqb + h * sqh;
-  k += b * skb + h * skh;
-  v += b * svb + h * svh;
-  dout += b * sdb + h * sdh;
+  const auto [bh, b, h, n0] = block_tile(nk, H);
+  to_head(b, h, q, sqb, sqh, k, skb, skh, v, svb, svh, dout, sdb, sdh);
   if (bias != nullptr) bias += b * sbb + h * sbh;
   const long long row_base = (long long)bh * nq;
 
-  hfsti::ma::load_tile<kBN, D>(Ks, k, skn, skd, n0, nk, d);
-  hfsti::ma::load_tile<kBN, D>(Vs, v, svn, svd, n0, nk, d);
-  hfsti::ma::load_bias(bs, bias, sbn, n0, nk);
+  hfsti::ma::load_tile<kBN, D>(sm.Ks, k, skn, skd, n0, nk, d);
+  hfsti::ma::load_tile<kBN, D>(sm.Vs, v, svn, svd, n0, nk, d);
+  hfsti::ma::load_bias(sm.bs, bias, sbn, n0, nk);
   A dk_acc[kAR][D / 32] = {}, dv_acc[kAR][D / 32] = {};
   A db = A(0);  // dbias of key n0 + tid (threads tid < kBN)
   for (int m0 = 0; m0 < nq; m0 += kBM) {
-    hfsti::ma::load_tile<kBM, D>(Qs, q, sqm, sqd, m0, nq, d);
-    hfsti::ma::load_tile<kBM, D>(dOs, dout, sdm, sdd, m0, nq, d);
+    hfsti::ma::load_tile<kBM, D>(sm.Qs, q, sqm, sqd, m0, nq, d);
+    hfsti::ma::load_tile<kBM, D>(sm.dOs, dout, sdm, sdd, m0, nq, d);
     if (tid < kBM) {
       const bool ok = m0 + tid < nq;
-      lse_s[tid] = ok ? lse[row_base + m0 + tid] : A(0);
-      dl_s[tid] = ok ? delta[row_base + m0 + tid] : A(0);
+      sm.lse_s[tid] = ok ? lse[row_base + m0 + tid] : A(0);
+      sm.dl_s[tid] = ok ? delta[row_base + m0 + tid] : A(0);
     }
     __syncthreads();
-    A s[kFR][kFC], dp[kFR][kFC];
-    hfsti::ma::dot_frag<D>(Qs, Ks, d, s);
-    hfsti::ma::dot_frag<D>(dOs, Vs, d, dp);
-    for (int r = 0; r < kFR; ++r)
-      for (int c = 0; c < kFC; ++c) {
-        const int i = frag_row(r), j = frag_col(c);
-        const bool ok = m0 + i < nq && n0 + j < nk;
-        const A p = ok ? exp2_(s[r][c] * qk_scale + bs[j] - lse_s[i]) : A(0);
-        Ps[i * kLDS + j] = p;
-        dSs[i * kLDS + j] = p * (dp[r][c] - dl_s[i]);
-      }
+    hfsti::ma::probs_and_grads<D, true>(sm, m0, n0, nq, nk, d, qk_scale);
     __syncthreads();
     const int ns = min(kBM, nq - m0);
-    hfsti::ma::acc_frag<D>(Ps, 1, kLDS, dOs, ns, dv_acc);
-    hfsti::ma::acc_frag<D>(dSs, 1, kLDS, Qs, ns, dk_acc);
+    hfsti::ma::acc_frag<D>(sm.Ps, 1, kLDS, sm.dOs, ns, dv_acc);
+    hfsti::ma::acc_frag<D>(sm.dSs, 1, kLDS, sm.Qs, ns, dk_acc);
     if (tid < kBN)
-      for (int i = 0; i < ns; ++i) db += dSs[i * kLDS + tid];
+      for (int i = 0; i < ns; ++i) db += sm.dSs[i * kLDS + tid];
     __syncthreads();
   }
   const long long key_base = (long long)bh * nk;
