@@ -395,39 +395,6 @@ __global__ void __launch_bounds__(128) hfsti_ma_bwd_dkdv(const T* __restrict__ q
 }
 
 #include "hfsti/kernel_table.h"
-HFSTI_REGISTER_KERNEL(hfsti_ma_fwd<double, 32>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_fwd<double, 64>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_fwd<double, 128>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_fwd<float, 32>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_fwd<float, 64>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_fwd<float, 128>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_fwd<hfsti::half_t, 32>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_fwd<hfsti::half_t, 64>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_fwd<hfsti::half_t, 128>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_fwd<hfsti::bf16_t, 32>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_fwd<hfsti::bf16_t, 64>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_fwd<hfsti::bf16_t, 128>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dq<double, 32>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dq<double, 64>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dq<double, 128>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dq<float, 32>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dq<float, 64>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dq<float, 128>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dq<hfsti::half_t, 32>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dq<hfsti::half_t, 64>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dq<hfsti::half_t, 128>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dq<hfsti::bf16_t, 32>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dq<hfsti::bf16_t, 64>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dq<hfsti::bf16_t, 128>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dkdv<double, 32>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dkdv<double, 64>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dkdv<double, 128>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dkdv<float, 32>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dkdv<float, 64>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dkdv<float, 128>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dkdv<hfsti::half_t, 32>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dkdv<hfsti::half_t, 64>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dkdv<hfsti::half_t, 128>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dkdv<hfsti::bf16_t, 32>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dkdv<hfsti::bf16_t, 64>);
-HFSTI_REGISTER_KERNEL(hfsti_ma_bwd_dkdv<hfsti::bf16_t, 128>);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_ma_fwd, 32, 64, 128);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_ma_bwd_dq, 32, 64, 128);
+HFSTI_REGISTER_KERNEL_FOR_DTYPES(hfsti_ma_bwd_dkdv, 32, 64, 128);

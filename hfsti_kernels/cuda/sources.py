@@ -65,9 +65,16 @@ def registrations(path: Path) -> list[str]:
     text = Path(path).read_text(encoding="utf-8")
     names = []
     for m in _REGISTRATION.finditer(text):
-        expr = normalise(m.group(2))
-        names += [f"{expr}<{t}>" for t in DTYPES] if m.group(1) else [expr]
+        names += _for_dtypes(m.group(2)) if m.group(1) else [normalise(m.group(2))]
     return names
+
+
+def _for_dtypes(args: str) -> list[str]:
+    """The names ``HFSTI_REGISTER_KERNEL_FOR_DTYPES(args)`` registers: ``kernel<T>``, or
+    ``kernel<T, v>`` for each trailing value v, for each storage type T in turn."""
+    kernel, *values = (normalise(a) for a in args.split(","))
+    tails = [f", {v}" for v in values] or [""]
+    return [f"{kernel}<{t}{tail}>" for t in DTYPES for tail in tails]
 
 
 @functools.cache

@@ -13,11 +13,12 @@
 // `HFSTI_REGISTER_KERNEL(expr)` registers the function named by the name expression `expr`
 // under the string `#expr` (e.g. "hfsti_fca_fwd<float>"), which is also the NVRTC name
 // expression of the CuPy path. `HFSTI_REGISTER_KERNEL_FOR_DTYPES(kernel)` registers `kernel<T>`
-// for the four storage types T (double, float, hfsti::half_t, hfsti::bf16_t, in that order), each
-// under the name HFSTI_REGISTER_KERNEL gives it. Tools parse these lines
-// (hfsti_kernels/cuda/sources.py expands the second form alike), so write one literal
-// registration per line at file scope. Under NVRTC (`__CUDACC_RTC__`) this header is empty and
-// the macros vanish.
+// for the four storage types T (double, float, hfsti::half_t, hfsti::bf16_t, in that order), and
+// `HFSTI_REGISTER_KERNEL_FOR_DTYPES(kernel, a, b, c)` (one to three values) `kernel<T, a>`,
+// `kernel<T, b>`, `kernel<T, c>` for each T in turn, each under the name HFSTI_REGISTER_KERNEL
+// gives it. Tools parse these lines (hfsti_kernels/cuda/sources.py expands the second macro
+// alike), so write one literal registration per line at file scope. Under NVRTC
+// (`__CUDACC_RTC__`) this header is empty and the macros vanish.
 //
 // Limits: parameters must be pointers, 32- or 64-bit integers, float or double (a static_assert
 // names any other type); no structs by value.
@@ -215,9 +216,21 @@ bool add(const char* expr) {
 #endif  // HFSTI_KERNEL_TABLE_REGISTRY_ONLY
 #endif  // __CUDACC_RTC__
 
-// One kernel template for every storage type (see the header comment).
-#define HFSTI_REGISTER_KERNEL_FOR_DTYPES(kernel) \
-  HFSTI_REGISTER_KERNEL(kernel<double>);         \
-  HFSTI_REGISTER_KERNEL(kernel<float>);          \
-  HFSTI_REGISTER_KERNEL(kernel<hfsti::half_t>);  \
-  HFSTI_REGISTER_KERNEL(kernel<hfsti::bf16_t>)
+// One kernel template for every storage type (see the header comment): HFSTI_TABLE_PICK selects
+// HFSTI_TABLE_T<n> for the n (0 to 3) trailing values, which registers them for one type T.
+#define HFSTI_REGISTER_KERNEL_FOR_DTYPES(...)                                                  \
+  HFSTI_TABLE_EACH_DTYPE(HFSTI_TABLE_PICK(__VA_ARGS__, HFSTI_TABLE_T3, HFSTI_TABLE_T2,         \
+                                          HFSTI_TABLE_T1, HFSTI_TABLE_T0, ),                   \
+                         __VA_ARGS__)
+#define HFSTI_TABLE_PICK(kernel, a, b, c, m, ...) m
+#define HFSTI_TABLE_EACH_DTYPE(M, ...) \
+  M(double, __VA_ARGS__);              \
+  M(float, __VA_ARGS__);               \
+  M(hfsti::half_t, __VA_ARGS__);       \
+  M(hfsti::bf16_t, __VA_ARGS__)
+#define HFSTI_TABLE_T0(T, kernel) HFSTI_REGISTER_KERNEL(kernel<T>)
+#define HFSTI_TABLE_T1(T, kernel, a) HFSTI_REGISTER_KERNEL(kernel<T, a>)
+#define HFSTI_TABLE_T2(T, kernel, a, b) HFSTI_TABLE_T1(T, kernel, a); HFSTI_TABLE_T1(T, kernel, b)
+#define HFSTI_TABLE_T3(T, kernel, a, b, c) \
+  HFSTI_TABLE_T2(T, kernel, a, b);         \
+  HFSTI_TABLE_T1(T, kernel, c)
