@@ -47,11 +47,21 @@ def plane_ids(C):
 
 
 @triton.jit
+def _store_spectrum(ZS_PTR, zr, zi, b, o, CO, H, W, H_P: tl.constexpr, WH_P: tl.constexpr):
+    """Store (zr, zi) into ZS_PTR (B, 2CO, H, W//2+1) at channels o and o + CO."""
+    WH = W // 2 + 1
+    re_plane = (b * 2 * CO + o) * H * WH
+    store_plane(ZS_PTR + re_plane, zr, H, WH, H_P, WH_P)
+    store_plane(ZS_PTR + re_plane + CO * H * WH, zi, H, WH, H_P, WH_P)
+
+
+@triton.jit
 def fu_spectrum(
-    U_PTR, V_PTR, BIAS_PTR, b, o, CO, H, W, FW_PTR, Fr, Fi,
+    U_PTR, V_PTR, BIAS_PTR, ZS_PTR, SAVE_Z: tl.constexpr, b, o, CO, H, W, FW_PTR, Fr, Fi,
     H_P: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
-    """Post-ReLU spectrum (zr, zi), each (H_P, WH_P), of output channel o of batch b.
+    """Post-ReLU spectrum (zr, zi), each (H_P, WH_P), of output channel o of batch b, also
+    stored into ZS_PTR (B, 2CO, H, W//2+1) if SAVE_Z.
 
     U_PTR, V_PTR: (B, 2CO, H, W) mixed planes; BIAS_PTR: (2CO,). ``Z_j = Re F(u_j - i v_j)``
     with ``F(u - i v) @ G = (u Gr + v Gi) + i (u Gi - v Gr)`` along W, then F_H along H.
@@ -73,16 +83,9 @@ def fu_spectrum(
     zi = tl.dot(Fr, pr, input_precision=DOT) - tl.dot(Fi, pi, input_precision=DOT)
     zr = tl.maximum(zr + tl.load(BIAS_PTR + o).to(dt), 0.0)
     zi = tl.maximum(zi + tl.load(BIAS_PTR + o + CO).to(dt), 0.0)
+    if SAVE_Z:
+        _store_spectrum(ZS_PTR, zr, zi, b, o, CO, H, W, H_P, WH_P)
     return zr, zi
-
-
-@triton.jit
-def fu_store_spectrum(ZS_PTR, zr, zi, b, o, CO, H, W, H_P: tl.constexpr, WH_P: tl.constexpr):
-    """Store (zr, zi) into ZS_PTR (B, 2CO, H, W//2+1) at channels o and o + CO."""
-    WH = W // 2 + 1
-    re_plane = (b * 2 * CO + o) * H * WH
-    store_plane(ZS_PTR + re_plane, zr, H, WH, H_P, WH_P)
-    store_plane(ZS_PTR + re_plane + CO * H * WH, zi, H, WH, H_P, WH_P)
 
 
 @triton.jit
@@ -181,13 +184,13 @@ def _st_mix_adjoint_blk(
 
 @triton.jit
 def fu_spectrum_staged(
-    U_PTR, V_PTR, BIAS_PTR, ZS_PTR, SAVE_Z: tl.constexpr,  # as in fu_spectrum, fu_store_spectrum
+    U_PTR, V_PTR, BIAS_PTR, ZS_PTR, SAVE_Z: tl.constexpr,  # as in fu_spectrum
     b, o, CO, H, W,
     FH_PTR, FW_PTR, SCR_PTR, pid, NSLOT: tl.constexpr,  # DFT matrices; program pid's scratch
     H_P: tl.constexpr, W_P: tl.constexpr, WH_P: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
-    """Staged :func:`fu_spectrum` (+ :func:`fu_store_spectrum` if SAVE_Z), then the first
+    """Staged :func:`fu_spectrum`, then the first
     (H) pass of the strict inverse: leaves ``conj(F_H) Z`` in slots 0-1 (uses ``FU_SLOTS``
     slots) and returns those two slot pointers.
 

@@ -47,20 +47,8 @@ from hfsti_kernels import _registry, dft
 from hfsti_kernels._backend import select_backend
 from hfsti_kernels._staged import launch_planes, staged_irdft2_w
 from hfsti_kernels.dft import CG_RE, irdft2, load_fh, load_fw, load_plane, store_plane
+from hfsti_kernels.ops import _fourier_spectrum as spec
 from hfsti_kernels.ops._channel_mix import launch_mix, launch_mix_backward, sum_batch
-from hfsti_kernels.ops._fourier_spectrum import (
-    FU_SLOTS,
-    check_spectrum,
-    empty_spectrum,
-    fu_backward_tail,
-    fu_backward_tail_staged,
-    fu_load_spectrum,
-    fu_spectrum,
-    fu_spectrum_staged,
-    fu_store_spectrum,
-    needs_grad,
-    plane_ids,
-)
 
 __all__ = ["fourier_unit"]
 
@@ -83,19 +71,18 @@ def _fu_fwd_kernel(
     FH_PTR: (2, H_P, H_P), FW_PTR: (4, W_P, WH_P) DFT matrices.
     SCR_PTR (IS_STAGED): (B*CO, NSLOT, H_P, WH_P) scratch; BM, BN, BNW, BK: staged blocks.
     """
-    pid, b, o = plane_ids(CO)
+    pid, b, o = spec.plane_ids(CO)
     if not IS_STAGED:
         Fr, Fi = load_fh(FH_PTR, H_P)
-        zr, zi = fu_spectrum(
-            U_PTR, V_PTR, BIAS_PTR, b, o, CO, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P, DOT
-        )
-        if SAVE_Z:
-            fu_store_spectrum(ZS_PTR, zr, zi, b, o, CO, H, W, H_P, WH_P)
+        zr, zi = spec.fu_spectrum(
+            U_PTR, V_PTR, BIAS_PTR, ZS_PTR, SAVE_Z, b, o, CO, H, W, FW_PTR, Fr, Fi,
+            H_P, W_P, WH_P, DOT,
+        )  # fmt: skip
         Er, Ei = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
         store_plane(Y_PTR + pid * H * W, irdft2(zr, zi, Er, Ei, Fr, Fi, DOT), H, W, H_P, W_P)
     else:
         dt = FH_PTR.dtype.element_ty
-        s0, s1 = fu_spectrum_staged(
+        s0, s1 = spec.fu_spectrum_staged(
             U_PTR, V_PTR, BIAS_PTR, ZS_PTR, SAVE_Z, b, o, CO, H, W, FH_PTR, FW_PTR, SCR_PTR, pid,
             NSLOT, H_P, W_P, WH_P, BM, BN, BK, DOT,
         )  # fmt: skip
@@ -120,18 +107,18 @@ def _fu_bwd_kernel(
     GU_PTR, GV_PTR: (B, 2CO, H, W) outputs; DB_PART_PTR: (B, 2CO) bias partials.
     SCR_PTR (IS_STAGED): (B*CO, NSLOT, H_P, WH_P) scratch; BM, BN, BNW, BK: staged blocks.
     """
-    pid, b, o = plane_ids(CO)
+    pid, b, o = spec.plane_ids(CO)
     if not IS_STAGED:
         Fr, Fi = load_fh(FH_PTR, H_P)
         dt = Fr.dtype
-        zr, zi = fu_load_spectrum(ZS_PTR, b, o, CO, H, W, H_P, WH_P, dt)
+        zr, zi = spec.fu_load_spectrum(ZS_PTR, b, o, CO, H, W, H_P, WH_P, dt)
         g = load_plane(DY_PTR + pid * H * W, H, W, H_P, W_P, dt)
-        fu_backward_tail(
+        spec.fu_backward_tail(
             g, zr, zi, GU_PTR, GV_PTR, DB_PART_PTR, b, o, CO, H, W, FW_PTR, Fr, Fi,
             H_P, W_P, WH_P, DOT,
         )  # fmt: skip
     else:
-        fu_backward_tail_staged(
+        spec.fu_backward_tail_staged(
             DY_PTR + pid * H * W, W, ZS_PTR, GU_PTR, GV_PTR, DB_PART_PTR, b, o, CO, H, W,
             FH_PTR, FW_PTR, SCR_PTR, pid, NSLOT, H_P, W_P, WH_P, BM, BN, BNW, BK, DOT,
         )  # fmt: skip
@@ -150,9 +137,9 @@ def _fu_op(
     CO = weight.shape[0] // 2
     u, v, _ = launch_mix(x, weight)
     y = torch.empty(B, CO, H, W, dtype=x.dtype, device=x.device)
-    zs = empty_spectrum(B, 2 * CO, H, W, u.dtype, x.device, save_spectrum)
+    zs = spec.empty_spectrum(B, 2 * CO, H, W, u.dtype, x.device, save_spectrum)
     launch_planes(
-        _fu_fwd_kernel, FU_SLOTS, B * CO, H, W,
+        _fu_fwd_kernel, spec.FU_SLOTS, B * CO, H, W,
         (u, v, bias, y, zs), fh, fw, CO, SAVE_Z=save_spectrum, DOT=dft.dot_precision(x.dtype),
     )  # fmt: skip
     return y, zs
@@ -166,14 +153,14 @@ def _fu_bwd_op(
     dft.check_mats(H, W, fh, fw)
     CO2 = weight.shape[0]
     CO = CO2 // 2
-    check_spectrum(zs, B, CO2, H, W)
+    spec.check_spectrum(zs, B, CO2, H, W)
     dy, x, weight, zs = dy.contiguous(), x.contiguous(), weight.contiguous(), zs.contiguous()
     dt = zs.dtype
     gu = torch.empty(B, CO2, H, W, dtype=dt, device=x.device)
     gv = torch.empty_like(gu)
     db_part = torch.empty(B, CO2, dtype=dt, device=x.device)
     launch_planes(
-        _fu_bwd_kernel, FU_SLOTS, B * CO, H, W,
+        _fu_bwd_kernel, spec.FU_SLOTS, B * CO, H, W,
         (dy, zs, gu, gv, db_part), fh, fw, CO, DOT=dft.dot_precision(x.dtype),
     )  # fmt: skip
     dx, dw_part = launch_mix_backward(gu, gv, x, weight, x.dtype)
@@ -199,7 +186,7 @@ _fu_op.register_autograd(_backward, setup_context=_setup_context)
 def _fu_triton(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     H, W = x.shape[-2:]
     fh, fw = dft.dft_matrices(H, W, compute_dtype(x.dtype), x.device)
-    y, _ = _fu_op(x, weight, bias, fh, fw, needs_grad(x, weight, bias))
+    y, _ = _fu_op(x, weight, bias, fh, fw, spec.needs_grad(x, weight, bias))
     return y
 
 

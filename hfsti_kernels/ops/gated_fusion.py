@@ -61,27 +61,15 @@ from hfsti_kernels._staged import (
     staged_irdft2_w_blk,
 )
 from hfsti_kernels.dft import CG_RE, irdft2, load_fh, load_fw, load_plane, store_plane
+from hfsti_kernels.ops import _fourier_spectrum as spec
 from hfsti_kernels.ops._channel_mix import launch_mix, launch_mix_backward, sum_batch
-from hfsti_kernels.ops._fourier_spectrum import (
-    FU_SLOTS,
-    check_spectrum,
-    empty_spectrum,
-    fu_backward_tail,
-    fu_backward_tail_staged,
-    fu_load_spectrum,
-    fu_spectrum,
-    fu_spectrum_staged,
-    fu_store_spectrum,
-    needs_grad,
-    plane_ids,
-)
 
 __all__ = ["gated_fusion"]
 
 # Scratch slots (of (H_P, WH_P) each) per program on the staged path: the Fourier unit's, and
 # in the backward two more for g_fu, one (H_P, W_P) plane.
-FWD_SLOTS = FU_SLOTS
-BWD_SLOTS = FU_SLOTS + 2
+FWD_SLOTS = spec.FU_SLOTS
+BWD_SLOTS = spec.FU_SLOTS + 2
 
 _SQRT1_2 = tl.constexpr(0.7071067811865476)  # 1 / sqrt(2)
 _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)  # 1 / sqrt(2 pi)
@@ -165,23 +153,22 @@ def _gf_fwd_kernel(
     FH_PTR: (2, H_P, H_P), FW_PTR: (4, W_P, WH_P) DFT matrices.
     SCR_PTR (IS_STAGED): (B*C, NSLOT, H_P, WH_P) scratch; BM, BN, BNW, BK: staged blocks.
     """
-    pid, b, c = plane_ids(C)
+    pid, b, c = spec.plane_ids(C)
     plane = pid * H * W
     if not IS_STAGED:
         Fr, Fi = load_fh(FH_PTR, H_P)
         dt = Fr.dtype
-        zr, zi = fu_spectrum(
-            U_PTR, V_PTR, FUB_PTR, b, c, C, H, W, FW_PTR, Fr, Fi, H_P, W_P, WH_P, DOT
-        )
-        if SAVE_Z:
-            fu_store_spectrum(ZS_PTR, zr, zi, b, c, C, H, W, H_P, WH_P)
+        zr, zi = spec.fu_spectrum(
+            U_PTR, V_PTR, FUB_PTR, ZS_PTR, SAVE_Z, b, c, C, H, W, FW_PTR, Fr, Fi,
+            H_P, W_P, WH_P, DOT,
+        )  # fmt: skip
         Er, Ei = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
         gelu = _gelu(irdft2(zr, zi, Er, Ei, Fr, Fi, DOT))
         s = _dwconv3x3(XC_PTR + plane, DWW_PTR, DWB_PTR, c, H, W, H_P, W_P, dt)
         store_plane(XFS_PTR + plane, gelu * s, H, W, H_P, W_P)
     else:
         dt = FH_PTR.dtype.element_ty
-        s0, s1 = fu_spectrum_staged(
+        s0, s1 = spec.fu_spectrum_staged(
             U_PTR, V_PTR, FUB_PTR, ZS_PTR, SAVE_Z, b, c, C, H, W, FH_PTR, FW_PTR, SCR_PTR, pid,
             NSLOT, H_P, W_P, WH_P, BM, BN, BK, DOT,
         )  # fmt: skip
@@ -218,11 +205,11 @@ def _gf_bwd_kernel(
     two (after the Fourier unit's ``FU_SLOTS``): g_fu as one (H_P, W_P) plane; then the Fourier
     unit's staged tail (its slots 0 to FU_SLOTS - 1).
     """
-    pid, b, c = plane_ids(C)
+    pid, b, c = spec.plane_ids(C)
     if not IS_STAGED:
         Fr, Fi = load_fh(FH_PTR, H_P)
         dt = Fr.dtype
-        zr, zi = fu_load_spectrum(ZS_PTR, b, c, C, H, W, H_P, WH_P, dt)
+        zr, zi = spec.fu_load_spectrum(ZS_PTR, b, c, C, H, W, H_P, WH_P, dt)
         Er, Ei = load_fw(FW_PTR, CG_RE, W_P, WH_P, True)
         f = irdft2(zr, zi, Er, Ei, Fr, Fi, DOT)
         plane = pid * H * W  # here, not earlier: the sm_90 compile spills less
@@ -236,7 +223,7 @@ def _gf_bwd_kernel(
                 xs = _shifted(XC_PTR + plane, i, j, H, W, H_P, W_P).to(dt)
                 t = tl.sum(tl.sum(g_s * xs, axis=1), axis=0)
                 tl.store(DWW_PART_PTR + pid * 9 + i * 3 + j, t)
-        fu_backward_tail(
+        spec.fu_backward_tail(
             g_fu, zr, zi, GU_PTR, GV_PTR, FUB_PART_PTR, b, c, C, H, W, FW_PTR, Fr, Fi,
             H_P, W_P, WH_P, DOT,
         )  # fmt: skip
@@ -274,7 +261,7 @@ def _gf_bwd_kernel(
         tl.store(DWB_PART_PTR + pid, tl.sum(tl.sum(sum_s, axis=1), axis=0))
         tl.store(DWW_PART_PTR + pid * 9 + tap, sum_w, mask=tap < 9)
         tl.debug_barrier()
-        fu_backward_tail_staged(
+        spec.fu_backward_tail_staged(
             s_gfu, W_P, ZS_PTR, GU_PTR, GV_PTR, FUB_PART_PTR, b, c, C, H, W,
             FH_PTR, FW_PTR, SCR_PTR, pid, NSLOT, H_P, W_P, WH_P, BM, BN, BNW, BK, DOT,
         )  # fmt: skip
@@ -293,7 +280,7 @@ def _gf_op(
     dw_weight, dw_bias = dw_weight.contiguous(), dw_bias.contiguous()
     u, v, x_c = launch_mix(x_f, fu_weight, x_s, x_0)
     x_fs = torch.empty_like(x_f)
-    zs = empty_spectrum(B, 2 * C, H, W, u.dtype, x_f.device, save_spectrum)
+    zs = spec.empty_spectrum(B, 2 * C, H, W, u.dtype, x_f.device, save_spectrum)
     launch_planes(
         _gf_fwd_kernel, FWD_SLOTS, B * C, H, W,
         (u, v, fu_bias, x_c, dw_weight, dw_bias, x_fs, zs), fh, fw, C,
@@ -310,7 +297,7 @@ def _gf_bwd_op(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     B, C, H, W = x_c.shape
     dft.check_mats(H, W, fh, fw)
-    check_spectrum(zs, B, 2 * C, H, W)
+    spec.check_spectrum(zs, B, 2 * C, H, W)
     g_c, g_fs, x_c, zs = g_c.contiguous(), g_fs.contiguous(), x_c.contiguous(), zs.contiguous()
     fu_weight, dw_weight = fu_weight.contiguous(), dw_weight.contiguous()
     dw_bias = dw_bias.contiguous()
@@ -358,7 +345,7 @@ def _gf_triton(*params: Tensor) -> tuple[Tensor, Tensor]:
     """params: (x_f, x_s, x_0, fu_weight, fu_bias, dw_weight, dw_bias), validated."""
     H, W = params[0].shape[-2:]
     fh, fw = dft.dft_matrices(H, W, compute_dtype(params[0].dtype), params[0].device)
-    x_c, x_fs, _ = _gf_op(*params, fh, fw, needs_grad(*params))
+    x_c, x_fs, _ = _gf_op(*params, fh, fw, spec.needs_grad(*params))
     return x_c, x_fs
 
 
