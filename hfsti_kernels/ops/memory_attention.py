@@ -47,8 +47,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from hfsti._checks import compute_dtype
-from hfsti.ops import autocast_policy, check_memory_attention_inputs, key_bias_grad
+from hfsti._checks import check_head_dim, compute_dtype
+from hfsti.ops import attention_scale, autocast_policy, check_memory_attention_inputs, key_bias_grad
 from hfsti.ops import memory_attention as reference_memory_attention
 from hfsti_kernels import _registry
 from hfsti_kernels._backend import interpreter_enabled, select_backend
@@ -613,13 +613,8 @@ def _ma_triton(
     q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None = None, scale: float | None = None,
     *, fp32_precision: str = "tf32x3",
 ) -> Tensor:  # fmt: skip
-    d = q.shape[-1]
-    if d > MAX_HEAD_DIM:
-        raise ValueError(
-            f"q: head dim d={d} > {MAX_HEAD_DIM} is not supported by the Triton kernels; "
-            "use backend='reference'"
-        )
-    scale = float(scale) if scale is not None else d**-0.5
+    check_head_dim(q, MAX_HEAD_DIM, "the Triton kernels")
+    scale = attention_scale(scale, q.shape[-1])
     o, _ = torch.ops.hfsti.memory_attention_fwd(q, k, v, key_bias, scale, fp32_precision)
     return o
 
