@@ -40,6 +40,7 @@ __all__ = [
     "check_gated_fusion_inputs",
     "check_memory_attention_inputs",
     "key_bias_grad",
+    "rebase_key_bias",
     "attention_scale",
     "check_loss_inputs",
     "fft_channel_attention",
@@ -304,6 +305,25 @@ def key_bias_grad(grad: Tensor, key_bias: Tensor) -> Tensor:
     return grad.to(key_bias.dtype)
 
 
+# A (b, head) whose largest finite key bias is below this is rebased (see rebase_key_bias): at
+# |logit| >= 1024 an fp32 logit keeps under 1e-4 of absolute precision.
+REBASE_BELOW = -1024.0
+
+
+def rebase_key_bias(key_bias: Tensor) -> Tensor:
+    """key_bias less, per (b, head), its largest finite value when that is below REBASE_BELOW.
+
+    Softmax is unchanged by a constant added to a row, and a (b, head)'s bias shifts all its
+    rows alike, so this is exact maths; but a fill value on every key (-1e9, -1e30, or finfo.min
+    as attention masks often use) then no longer swamps the scores, and the result is the
+    softmax of the scores rather than a uniform average (or, in the kernels, wrong gradients).
+    Other biases, -inf included, come back unchanged. The shift takes no gradient.
+    """
+    top = key_bias.detach().amax(dim=-1, keepdim=True)
+    shift = torch.where(torch.isfinite(top) & (top < REBASE_BELOW), top, torch.zeros_like(top))
+    return key_bias - shift
+
+
 @autocast_policy("lower")
 def memory_attention(
     q: Tensor, k: Tensor, v: Tensor, key_bias: Tensor | None = None, scale: float | None = None
@@ -317,14 +337,15 @@ def memory_attention(
         scale: logit scale, default ``d ** -0.5``.
     Returns:
         o: (B, h, Nq, d), ``softmax(scale * q @ k^T + key_bias[..., None, :]) @ v``; a query
-        row for which every key's bias is -inf gets 0 (and no gradient), not NaN.
+        row for which every key's bias is -inf gets 0 (and no gradient), not NaN. Biases that
+        are huge and negative on every key of a head are rebased first (:func:`rebase_key_bias`).
     """
     check_memory_attention_inputs(q, k, v, key_bias, scale)
     qc, kc, vc = _upcast(q, k, v)
     logits = attention_scale(scale, q.shape[-1]) * qc @ kc.transpose(-1, -2)
     if key_bias is None:
         return (torch.softmax(logits, dim=-1) @ vc).to(q.dtype)
-    logits = logits + key_bias.to(qc.dtype)[..., None, :]
+    logits = logits + rebase_key_bias(key_bias.to(qc.dtype))[..., None, :]
     # A row whose every key is masked out (bias -inf) attends to nothing: output 0, gradients 0,
     # as in the kernels' online softmax (docs/ops.md, memory_attention), instead of 0/0 = NaN.
     dead = torch.isneginf(logits).all(dim=-1, keepdim=True)

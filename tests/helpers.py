@@ -157,3 +157,31 @@ def memory_attention_gradcheck(backend: str) -> bool:
         return memory_attention(q, k, v, key_bias, 0.6, backend=backend)
 
     return torch.autograd.gradcheck(fn, inputs)
+
+
+FILL_VALUES = [-1e4, -1e9, -1e30, "finfo.min"]  # masked_fill values seen in attention masks
+
+
+def check_fill_bias_is_a_shift(backend: str, fill: float | str) -> None:
+    """float32 memory_attention on ``backend`` with a fill value on every key of one head (a
+    constant shift of its logits, which softmax ignores) and on some keys of another (those keys
+    are as good as masked), against float64 attention with bias 0 and -inf there, forward and
+    backward (docs/ops.md, memory_attention)."""
+    from hfsti_kernels._inputs import attention_inputs
+    from hfsti_kernels.ops.memory_attention import memory_attention
+
+    fill = torch.finfo(torch.float32).min if fill == "finfo.min" else fill
+    q, k, v, bias = attention_inputs((2, 2, 5, 19, 8), torch.float64, "full")
+    want_bias = bias.clone()
+    bias[0, 0], want_bias[0, 0] = fill, 0.0
+    bias[1, 1, :7], want_bias[1, 1, :7] = fill, float("-inf")
+    outs, grads, gouts = run_with_grads(
+        lambda *t: memory_attention(*t, backend=backend), [t.float() for t in (q, k, v, bias)]
+    )
+    want, want_grads, _ = run_with_grads(
+        lambda *t: memory_attention(*t, backend="reference"), [q, k, v, want_bias], gouts
+    )
+    tol = TOLERANCE[torch.float32]
+    assert_rel_close(outs[0], want[0], tol, f"o (fill {fill:g})")
+    for name, g, w in zip(("dq", "dk", "dv", "dkey_bias"), grads, want_grads, strict=True):
+        assert_rel_close(g, w, tol, f"{name} (fill {fill:g})")

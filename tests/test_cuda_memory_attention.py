@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import (
+    FILL_VALUES,
     TOLERANCE,
     assert_rel_close,
+    check_fill_bias_is_a_shift,
     memory_attention_gradcheck,
     model_layout_attention_inputs,
 )
@@ -232,6 +234,11 @@ def test_opcheck_backward(bias):
 
 def test_gradcheck_float64():
     assert memory_attention_gradcheck("cuda")
+
+
+@pytest.mark.parametrize("fill", FILL_VALUES)
+def test_fill_value_on_every_key_is_a_shift(fill):
+    check_fill_bias_is_a_shift("cuda", fill)
 
 
 # --------------------------------------------------------------------------- ThreadSanitizer

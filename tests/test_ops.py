@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TOLERANCE, assert_rel_close
+from helpers import FILL_VALUES, TOLERANCE, assert_rel_close, check_fill_bias_is_a_shift
 
 import hfsti_kernels
 from hfsti import ops
@@ -379,6 +379,12 @@ def test_every_key_masked_gives_zero_not_nan(backend, n_k):
         for g, sub_g in zip(grads[1:], sub_grads[1:], strict=True):  # k, v, key_bias: dim 2 is Nk
             torch.testing.assert_close(g[head].narrow(2, m, n_k - m), sub_g)
             assert not g[head].narrow(2, 0, m).any()
+
+
+@pytest.mark.parametrize("fill", FILL_VALUES)
+@pytest.mark.parametrize("backend", EDGE_BACKENDS)
+def test_fill_value_on_every_key_is_a_shift(backend, fill):
+    check_fill_bias_is_a_shift(backend, fill)
 
 
 @pytest.mark.parametrize("loss", ["structure_loss", "spectral_correlation_loss"])

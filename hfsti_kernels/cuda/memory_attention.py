@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from hfsti._checks import check_head_dim, compute_dtype
-from hfsti.ops import attention_scale, key_bias_grad
+from hfsti.ops import attention_scale, key_bias_grad, rebase_key_bias
 from hfsti_kernels._registry import kernel_op, register_implementation
 from hfsti_kernels.cuda import runtime as rt
 
@@ -157,6 +157,8 @@ def memory_attention(
     tensor cores), at least as accurate as "tf32x3". The backward is deterministic."""
     check_head_dim(q, MAX_HEAD_DIM, "the CUDA kernels")
     scale = attention_scale(scale, q.shape[-1])
+    if key_bias is not None:
+        key_bias = rebase_key_bias(key_bias)
     o, _ = _fwd(q, k, v, key_bias, scale)
     return o
 

@@ -24,9 +24,9 @@
 #   -inf - -inf = NaN. A row whose every logit is -inf ends with l = 0: it gets o = 0 and the
 #   saved lse +BIG, as a padded query row, so the backward's exp2(s - lse) is 0 and every
 #   gradient it feeds is 0. Other rows are unchanged (bitwise: -inf and the former finite
-#   sentinel both give exp2 = 0). A row of finite but huge negative logits (every bias -1e30)
-#   now gets its true forward softmax, not 0/0; its gradients are not exact (log2(l) vanishes
-#   beside m ~ -1.4e30 in the saved lse), outside the contract, which masks with -inf.
+#   sentinel both give exp2 = 0). A fill value such as -1e9 on every key of a head would make
+#   m so large that log2(l) vanishes beside it in the saved lse (wrong gradients): the host
+#   rebases such biases first (hfsti.ops.rebase_key_bias, docs/ops.md, memory_attention).
 # - Precision: fp16/bf16 tiles feed the tensor cores, accumulating in fp32; fp32 tiles use
 #   3xTF32 by default (about fp32 accuracy, docs/ops.md, Tolerances), "ieee" or the faster
 #   "tf32" on request; fp64 runs in fp64 throughout (the scale is passed as an fp64 scalar), so
@@ -48,7 +48,13 @@ import triton.language as tl
 from torch import Tensor
 
 from hfsti._checks import check_head_dim, compute_dtype
-from hfsti.ops import attention_scale, autocast_policy, check_memory_attention_inputs, key_bias_grad
+from hfsti.ops import (
+    attention_scale,
+    autocast_policy,
+    check_memory_attention_inputs,
+    key_bias_grad,
+    rebase_key_bias,
+)
 from hfsti.ops import memory_attention as reference_memory_attention
 from hfsti_kernels import _registry
 from hfsti_kernels._backend import interpreter_enabled, select_backend
@@ -615,6 +621,8 @@ def _ma_triton(
 ) -> Tensor:  # fmt: skip
     check_head_dim(q, MAX_HEAD_DIM, "the Triton kernels")
     scale = attention_scale(scale, q.shape[-1])
+    if key_bias is not None:
+        key_bias = rebase_key_bias(key_bias)
     o, _ = torch.ops.hfsti.memory_attention_fwd(q, k, v, key_bias, scale, fp32_precision)
     return o
 
