@@ -57,12 +57,26 @@ def _compiler_version(cxx: str) -> str:
     return out.stdout.splitlines()[0] if out.stdout else cxx
 
 
-def tsan_runtime() -> str:
-    """Path of the compiler's ThreadSanitizer runtime (to LD_PRELOAD for a TSan ``.so``)."""
+def runtime_library(name: str) -> str:
+    """Path of the compiler's runtime library ``name`` (e.g. "libtsan.so"), as the compiler
+    prints it: a bare name when it has none."""
     out = subprocess.run(
-        [compiler(), "-print-file-name=libtsan.so"], capture_output=True, text=True, check=True
+        [compiler(), f"-print-file-name={name}"], capture_output=True, text=True, check=True
     )
     return out.stdout.strip()
+
+
+def tsan_runtime() -> str:
+    """Path of the compiler's ThreadSanitizer runtime (to LD_PRELOAD for a TSan ``.so``)."""
+    return runtime_library("libtsan.so")
+
+
+def asan_preload() -> str:
+    """``LD_PRELOAD`` for a process that loads an ASan ``.so``: the AddressSanitizer runtime,
+    then the C++ runtime (so that ASan sees the extension's operator new/delete), or "" when
+    the compiler has no ASan runtime."""
+    libs = [runtime_library("libasan.so"), runtime_library("libstdc++.so")]
+    return " ".join(libs) if all(os.path.isabs(lib) for lib in libs) else ""
 
 
 def _key(sources: Sequence[Path], includes: Sequence[Path], flags: Sequence[str], kind: str) -> str:

@@ -9,12 +9,13 @@ flags and the compiler's version, so editing one kernel recompiles only that fil
 renamed into place under a file lock, so concurrent processes neither repeat it nor load a
 half-written library). The cache is ``$HFSTI_HOSTBUILD_CACHE`` or
 ``~/.cache/hfsti_kernels/hostbuild``. The
-``tsan`` variant (ThreadSanitizer) is for race tests; load it only in a process started with
-``LD_PRELOAD`` set to ``_hostbuild.tsan_runtime()``.
+``tsan`` variant (ThreadSanitizer) is for race tests, the ``asan`` one (AddressSanitizer) for
+memory errors; load them only in a process started with ``LD_PRELOAD`` set to
+``_hostbuild.tsan_runtime()`` or ``_hostbuild.asan_preload()``.
 
 ``python -m hfsti_kernels.cuda.build`` builds it and prints the path or the first compiler
-error, ``--tsan`` the TSan variant, ``--nvrtc [FILE...]`` compiles kernel sources to PTX with
-NVRTC instead (the CuPy path's compiler, hfsti_kernels/cuda/nvrtc.py).
+error, ``--tsan`` / ``--asan`` a sanitizer variant, ``--nvrtc [FILE...]`` compiles kernel sources
+to PTX with NVRTC instead (the CuPy path's compiler, hfsti_kernels/cuda/nvrtc.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ VARIANTS = {
     "release": ("-O2",),
     # -O1 keeps TSan's slow-down (~10x) bearable and its reports readable.
     "tsan": ("-O1", "-g", "-fsanitize=thread"),
+    # AddressSanitizer: out-of-bounds and use-after-free accesses, as a launch on a freed tensor.
+    "asan": ("-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"),
 }
 _FLAGS = ("-fvisibility=hidden", "-DHFSTI_CUDA_EMULATE")
 _LOADED: dict[str, object] = {}
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                 ptx, names = nvrtc.compile_file(Path(file))
                 print(f"{file}: NVRTC ok, {len(names)} kernels, {len(ptx)} bytes of PTX")
             return 0
-        print(build("tsan" if "--tsan" in args else "release"))
+        variant = next((a[2:] for a in args if a in ("--tsan", "--asan")), "release")
+        print(build(variant))
     except (RuntimeError, ValueError) as e:
         print(e, file=sys.stderr)
         return 1
