@@ -183,7 +183,8 @@ def _block_moments(PART_PTR, b, t0, N_BLOCKS, BLOCK_T: tl.constexpr):
     mg = tl.load(ptr + 2, mask=m, other=0.0)
     s_pp = tl.load(ptr + 3, mask=m, other=0.0)
     s_gg = tl.load(ptr + 4, mask=m, other=0.0)
-    return n, mp, mg, s_pp, s_gg, tl.load(ptr + 5, mask=m, other=0.0)
+    s_pg = tl.load(ptr + 5, mask=m, other=0.0)
+    return n, mp, mg, s_pp, s_gg, s_pg
 
 
 @triton.jit
