@@ -185,3 +185,41 @@ def check_fill_bias_is_a_shift(backend: str, fill: float | str) -> None:
     assert_rel_close(outs[0], want[0], tol, f"o (fill {fill:g})")
     for name, g, w in zip(("dq", "dk", "dv", "dkey_bias"), grads, want_grads, strict=True):
         assert_rel_close(g, w, tol, f"{name} (fill {fill:g})")
+
+
+_SANITIZERS = {  # name: (its report's banner, the child's environment)
+    "tsan": ("ThreadSanitizer", {"TSAN_OPTIONS": "halt_on_error=1 report_signal_unsafe=0"}),
+    # Python itself is not instrumented: its allocations are not leaks to report.
+    "asan": ("AddressSanitizer", {"ASAN_OPTIONS": "detect_leaks=0 abort_on_error=1"}),
+}
+
+
+def run_sanitized(script: str, sanitizer: str, timeout: int = 600) -> None:
+    """Run ``script``, which prints "ok" when done, in a child Python with the CUDA emulator on
+    and the ``sanitizer`` ("tsan" or "asan") runtime preloaded (build the sanitized extension
+    beforehand, outside the child); fail with the child's report if the sanitizer finds anything
+    or the script fails. Skips when the compiler has no such runtime."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    from hfsti_kernels.cuda import _hostbuild
+    from hfsti_kernels.cuda import runtime as rt
+
+    preload = _hostbuild.tsan_runtime() if sanitizer == "tsan" else _hostbuild.asan_preload()
+    banner, options = _SANITIZERS[sanitizer]
+    if not os.path.isabs(preload.split()[0] if preload else ""):
+        pytest.skip(f"the compiler has no {banner} runtime")
+    # One OpenMP thread: torch's pool synchronises outside TSan's view.
+    env = {**os.environ, rt.EMULATE_ENV: "1", "OMP_NUM_THREADS": "1", "LD_PRELOAD": preload}
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**env, **options},
+        timeout=timeout,
+    )
+    assert banner not in res.stderr, res.stderr[-4000:]
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-4000:]

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
+from helpers import run_sanitized
 
 from hfsti_kernels.cuda import _hostbuild, build
-from hfsti_kernels.cuda import runtime as rt
 
 CXX = os.environ.get("CXX", "g++")
 pytestmark = pytest.mark.skipif(
@@ -55,20 +53,7 @@ print("ok")
 
 
 def test_addresssanitizer_reports_no_memory_error():
-    preload = _hostbuild.asan_preload()
-    if not preload:
+    if not _hostbuild.asan_preload():
         pytest.skip("the compiler has no AddressSanitizer runtime")
     build.build("asan", module=MODULE)  # compile outside the sanitized child
-    env = {
-        **os.environ,
-        rt.EMULATE_ENV: "1",
-        "OMP_NUM_THREADS": "1",
-        "LD_PRELOAD": preload,
-        # Python itself is not instrumented: its allocations are not leaks to report.
-        "ASAN_OPTIONS": "detect_leaks=0 abort_on_error=1",
-    }
-    res = subprocess.run(
-        [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=900
-    )
-    assert "AddressSanitizer" not in res.stderr, res.stderr[-4000:]
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-4000:]
+    run_sanitized(_SCRIPT, "asan", timeout=900)

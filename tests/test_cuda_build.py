@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_sanitized
 
 from hfsti_kernels._backend import select_backend
 from hfsti_kernels.cuda import build, nvrtc, sources
@@ -226,12 +227,7 @@ mod.launch("hfsti_test_rotate<float>", [1], [64], 160, 0, args)
 assert torch.equal(y, torch.roll(x, -1)), y
 print("ok")
 """
-    env = {**os.environ, "LD_PRELOAD": runtime_lib, "TSAN_OPTIONS": "halt_on_error=1"}
-    res = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]
-    assert "ThreadSanitizer" not in res.stderr
+    run_sanitized(script, "tsan", timeout=300)
 
 
 # ---- choosing an executor --------------------------------------------------------------------

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import TOLERANCE, as_tuple, assert_rel_close, run_with_grads, strided_like
+from helpers import (
+    TOLERANCE,
+    as_tuple,
+    assert_rel_close,
+    run_sanitized,
+    run_with_grads,
+    strided_like,
+)
 
 import hfsti_kernels
 from hfsti import ops as ref
@@ -256,16 +261,5 @@ def test_threadsanitizer_reports_no_race():
     if not os.path.isabs(runtime_lib):
         pytest.skip("the compiler has no ThreadSanitizer runtime")
     build.build("tsan", kernels=SOURCES, module=TSAN_MODULE)  # compile outside TSan
-    env = {
-        **os.environ,
-        rt.EMULATE_ENV: "1",
-        "OMP_NUM_THREADS": "1",
-        "LD_PRELOAD": runtime_lib,
-        "TSAN_OPTIONS": "halt_on_error=1 report_signal_unsafe=0",
-    }
     script = _TSAN_SCRIPT.format(sources=[str(s) for s in SOURCES], module=TSAN_MODULE, ops=OPS)
-    res = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]
-    assert "ThreadSanitizer" not in res.stderr, res.stderr[-3000:]
+    run_sanitized(script, "tsan")

@@ -13,8 +13,6 @@ blocks. Skipped only without a C++ compiler (a failing build fails here).
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from helpers import (
     check_fill_bias_is_a_shift,
     memory_attention_gradcheck,
     model_layout_attention_inputs,
+    run_sanitized,
 )
 
 from hfsti.ops import memory_attention as reference
@@ -270,18 +269,4 @@ def test_threadsanitizer_reports_no_race():
     if not os.path.isabs(runtime_lib):
         pytest.skip("the compiler has no ThreadSanitizer runtime")
     build.build("tsan", kernels=[SOURCE], module="_cuda_emu_ma_tsan")  # build outside TSan
-    env = {
-        **os.environ,
-        rt.EMULATE_ENV: "1",
-        "LD_PRELOAD": runtime_lib,
-        "TSAN_OPTIONS": "halt_on_error=1 report_signal_unsafe=0",
-    }
-    res = subprocess.run(
-        [sys.executable, "-c", _TSAN_SCRIPT.format(source=str(SOURCE))],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]
-    assert "ThreadSanitizer" not in res.stderr, res.stderr[-3000:]
+    run_sanitized(_TSAN_SCRIPT.format(source=str(SOURCE)), "tsan")
