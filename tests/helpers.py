@@ -18,7 +18,8 @@ TOLERANCE = {
     torch.bfloat16: 2e-2,
 }
 
-CVC612 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cvc612"
+TESTS = Path(__file__).resolve().parent
+CVC612 = TESTS.parents[1] / "shared" / "data" / "cvc612"
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor, floor: float = 0.0) -> float:
@@ -194,11 +195,31 @@ _SANITIZERS = {  # name: (its report's banner, the child's environment)
 }
 
 
+def check_cuda_op(op: str, inputs, layout=lambda t: t) -> None:
+    """The CUDA implementation of ``op`` on ``layout(t)`` of each input, with output gradients
+    laid out the same way, forward and every gradient, against the float64 reference on the
+    same values, within the tolerance of the inputs' dtype (fails by raising)."""
+    from hfsti import ops as ref
+    from hfsti_kernels import _registry
+
+    ins = [layout(t).requires_grad_() for t in inputs]
+    outs = as_tuple(_registry.implementation(op, "cuda")(*ins))
+    gen = torch.Generator().manual_seed(1)
+    dys = [layout(torch.randn(o.shape, dtype=torch.float64, generator=gen)) for o in outs]
+    got = (*outs, *torch.autograd.grad(outs, ins, [d.to(o.dtype) for d, o in zip(dys, outs)]))
+    ref_ins = [t.detach().double().requires_grad_() for t in inputs]
+    want = as_tuple(getattr(ref, op)(*ref_ins))
+    want = (*want, *torch.autograd.grad(want, ref_ins, dys))
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert_rel_close(g, w, TOLERANCE[inputs[0].dtype], f"{op} result {i}", floor=1e-3)
+
+
 def run_sanitized(script: str, sanitizer: str, timeout: int = 600) -> None:
     """Run ``script``, which prints "ok" when done, in a child Python with the CUDA emulator on
     and the ``sanitizer`` ("tsan" or "asan") runtime preloaded (build the sanitized extension
     beforehand, outside the child); fail with the child's report if the sanitizer finds anything
-    or the script fails. Skips when the compiler has no such runtime."""
+    or the script fails. Skips when the compiler has no such runtime. The child can import this
+    module (``from helpers import check_cuda_op``)."""
     import os
     import subprocess
     import sys
@@ -214,6 +235,7 @@ def run_sanitized(script: str, sanitizer: str, timeout: int = 600) -> None:
         pytest.skip(f"the compiler has no {banner} runtime")
     # One OpenMP thread: torch's pool synchronises outside TSan's view.
     env = {**os.environ, rt.EMULATE_ENV: "1", "OMP_NUM_THREADS": "1", "LD_PRELOAD": preload}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(TESTS), env.get("PYTHONPATH"))))
     res = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,

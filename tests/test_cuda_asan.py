@@ -22,8 +22,7 @@ MODULE = "_cuda_emu_asan"
 
 _SCRIPT = f"""
 import torch
-from hfsti import ops as ref
-from hfsti_kernels import _registry
+from helpers import check_cuda_op
 from hfsti_kernels._inputs import attention_inputs, fft_op_inputs
 from hfsti_kernels.cuda import build
 
@@ -32,22 +31,10 @@ build._LOADED[build.MODULE] = build.load("asan", module={MODULE!r})
 def strided(t):  # the same values, transposed in memory
     return t.transpose(-1, -2).contiguous().transpose(-1, -2) if t.dim() > 1 else t
 
-cases = [(op, fft_op_inputs(op, 2, 3, 5, 7, torch.float32, c_out=2))
-         for op in ("fft_channel_attention", "fourier_unit", "gated_fusion")]
-ma_inputs = attention_inputs((2, 3, 5, 19, 8), torch.float32, "bcast_h")
-cases.append(("memory_attention", list(ma_inputs)))
-for op, inputs in cases:
-    ins = [strided(t).requires_grad_() for t in inputs]
-    outs = _registry.implementation(op, "cuda")(*ins)
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    dys = [strided(torch.randn(o.shape, dtype=torch.float64)) for o in outs]
-    got = (*outs, *torch.autograd.grad(outs, ins, [d.to(o.dtype) for d, o in zip(dys, outs)]))
-    ref_ins = [t.detach().double().requires_grad_() for t in inputs]
-    want = getattr(ref, op)(*ref_ins)
-    want = want if isinstance(want, tuple) else (want,)
-    want = (*want, *torch.autograd.grad(want, ref_ins, dys))
-    for g, w in zip(got, want):
-        assert (g.double() - w).norm() <= 1e-5 * max(w.norm(), 1e-3), op
+for op in ("fft_channel_attention", "fourier_unit", "gated_fusion"):
+    check_cuda_op(op, fft_op_inputs(op, 2, 3, 5, 7, torch.float32, c_out=2), strided)
+inputs = attention_inputs((2, 3, 5, 19, 8), torch.float32, "bcast_h")
+check_cuda_op("memory_attention", inputs, strided)
 print("ok")
 """
 

@@ -224,9 +224,7 @@ SOURCES = [Path(__file__).resolve().parents[1] / "csrc" / f"{op}.cu" for op in O
 TSAN_MODULE = "_cuda_emu_fft_tsan"
 _TSAN_SCRIPT = """
 import torch
-from hfsti import ops as ref
-import hfsti_kernels
-from hfsti_kernels import _registry
+from helpers import check_cuda_op
 from hfsti_kernels._inputs import fft_op_inputs
 from hfsti_kernels.cuda import _fft_plan, build
 
@@ -240,17 +238,7 @@ for op in {ops!r}:
     for shape, dtype, limit in CASES:
         if limit is not None:
             _fft_plan.SMEM_LIMIT, _fft_plan.WORKSPACE_GRID = limit, 1
-        ins = [t.requires_grad_() for t in fft_op_inputs(op, *shape, dtype, c_out=1)]
-        outs = _registry.implementation(op, "cuda")(*ins)
-        outs = outs if isinstance(outs, tuple) else (outs,)
-        dys = [torch.randn(o.shape, dtype=torch.float64) for o in outs]
-        got = (*outs, *torch.autograd.grad(outs, ins, [d.to(dtype) for d in dys]))
-        ins = [t.detach().double().requires_grad_() for t in ins]
-        want = getattr(ref, op)(*ins)
-        want = want if isinstance(want, tuple) else (want,)
-        want = (*want, *torch.autograd.grad(want, ins, dys))
-        for g, w in zip(got, want):
-            assert (g.double() - w).norm() <= 1e-5 * max(w.norm(), 1e-3), op
+        check_cuda_op(op, fft_op_inputs(op, *shape, dtype, c_out=1))
 print("ok")
 """
 
