@@ -18,7 +18,6 @@ from helpers import TOLERANCE, as_tuple, assert_rel_close, run_with_grads, strid
 
 from hfsti import ops as ref
 from hfsti_kernels import _registry, _staged, dft
-from hfsti_kernels._backend import interpreter_enabled
 from hfsti_kernels._inputs import fft_op_inputs
 from hfsti_kernels.ops import fft_channel_attention as fca_mod
 from hfsti_kernels.ops import fourier_unit as fu_mod
@@ -38,9 +37,6 @@ OPS = tuple(KERNEL)
 
 # With a GPU, conftest leaves the interpreter off and CPU tensors cannot take the Triton path;
 # tests/test_gpu_fft_ops.py runs the same checks on CUDA there. Each op's module sets it.
-INTERPRETER_ONLY = pytest.mark.skipif(
-    not interpreter_enabled(), reason="Triton on CPU tensors needs TRITON_INTERPRET=1"
-)
 
 
 @pytest.fixture

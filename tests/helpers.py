@@ -1,14 +1,20 @@
-"""Helpers shared by the tests: the relative-error tolerances of docs/ops.md (Tolerances) and
-comparisons against them, gradients of an op for random output gradients, non-contiguous copies
-of inputs, memory-attention inputs in the model's strided layout and its float64 gradcheck on a
-backend, CUDA-graph replays of an op's forward + backward beside eager runs, and a small model
-with non-trivial BatchNorm statistics."""
+"""Helpers shared by the tests: the skip marks of the emulator and interpreter modules, the
+relative-error tolerances of docs/ops.md (Tolerances) and comparisons against them, gradients of
+an op for random output gradients, non-contiguous copies of inputs, memory-attention inputs in the
+model's strided layout, its float64 gradcheck and its fill-value check on a backend, a CUDA op's
+check against the float64 reference, sanitized child runs, CUDA-graph replays of an op's forward +
+backward beside eager runs, and a small model with non-trivial BatchNorm statistics."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
+import pytest
 import torch
+
+from hfsti_kernels._backend import interpreter_enabled
 
 # Relative error ||out - ref|| / ||ref|| against the float64 reference (docs/ops.md, Tolerances).
 TOLERANCE = {
@@ -19,6 +25,14 @@ TOLERANCE = {
 }
 
 TESTS = Path(__file__).resolve().parent
+_CXX = os.environ.get("CXX", "g++")
+# The marks of modules that run the CUDA kernels in the host emulator, or Triton's on CPU.
+NEEDS_CXX = pytest.mark.skipif(
+    shutil.which(_CXX) is None, reason=f"the CUDA host emulator needs a C++ compiler ({_CXX})"
+)
+INTERPRETER_ONLY = pytest.mark.skipif(
+    not interpreter_enabled(), reason="Triton on CPU tensors needs TRITON_INTERPRET=1"
+)
 CVC612 = TESTS.parents[1] / "shared" / "data" / "cvc612"
 
 
@@ -220,11 +234,8 @@ def run_sanitized(script: str, sanitizer: str, timeout: int = 600) -> None:
     beforehand, outside the child); fail with the child's report if the sanitizer finds anything
     or the script fails. Skips when the compiler has no such runtime. The child can import this
     module (``from helpers import check_cuda_op``)."""
-    import os
     import subprocess
     import sys
-
-    import pytest
 
     from hfsti_kernels.cuda import _hostbuild
     from hfsti_kernels.cuda import runtime as rt

@@ -18,7 +18,6 @@ from helpers import TOLERANCE, assert_rel_close
 
 from hfsti import ops as ref
 from hfsti_kernels import dft
-from hfsti_kernels._backend import interpreter_enabled
 from hfsti_kernels._inputs import loss_inputs, loss_target
 from hfsti_kernels.ops import spectral_correlation_loss as scc_mod
 from hfsti_kernels.ops import structure_loss as sl_mod
@@ -32,9 +31,6 @@ REFERENCE = {
     "spectral_correlation_loss": ref.spectral_correlation_loss,
 }
 
-INTERPRETER_ONLY = pytest.mark.skipif(
-    not interpreter_enabled(), reason="Triton on CPU tensors needs TRITON_INTERPRET=1"
-)
 
 # (1, 1, 40, 33): the 31x31 window covers most of the image, and the plane spans several
 # 32-wide kernel tiles in both losses (halo and block seams are exercised).

@@ -11,19 +11,15 @@ thread is an OS thread, so the model is small (C = 16, 64x64, one frame of memor
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
-from helpers import small_model
+from helpers import NEEDS_CXX, small_model
 
 from hfsti import VideoSegmenter
 from hfsti_kernels.accelerate import accelerate
 from hfsti_kernels.cuda import runtime as rt
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("g++") is None, reason="the CUDA host emulator needs a C++ compiler (g++)"
-)
+pytestmark = NEEDS_CXX
 
 SIZE = 64
 # Kernel-name prefixes of the four CUDA ops (csrc/*.cu), as passed to runtime.launch.

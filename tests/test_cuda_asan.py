@@ -6,18 +6,12 @@ address outlived it), aborts the child with an ASan report; the values are check
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
-from helpers import run_sanitized
+from helpers import NEEDS_CXX, run_sanitized
 
 from hfsti_kernels.cuda import _hostbuild, build
 
-CXX = os.environ.get("CXX", "g++")
-pytestmark = pytest.mark.skipif(
-    shutil.which(CXX) is None, reason=f"the CUDA host emulator needs a C++ compiler ({CXX})"
-)
+pytestmark = NEEDS_CXX
 MODULE = "_cuda_emu_asan"
 
 _SCRIPT = f"""

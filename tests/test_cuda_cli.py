@@ -18,16 +18,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import CVC612
+from helpers import CVC612, NEEDS_CXX
 from PIL import Image
 
 from hfsti import HFSTIConfig, HFSTINet, save_checkpoint
 from hfsti.cli import build_parser, main, usable_backends
 from hfsti_kernels.cuda import runtime as rt
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("g++") is None, reason="the CUDA host emulator needs a C++ compiler (g++)"
-)
+pytestmark = NEEDS_CXX
 needs_data = pytest.mark.skipif(not CVC612.is_dir(), reason=f"CVC-612 not found at {CVC612}")
 SEQ, FRAMES = "seq10", ("200.png", "201.png")  # two consecutive frames: memory is used
 

@@ -14,12 +14,12 @@ fails here).
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import (
+    NEEDS_CXX,
     TOLERANCE,
     as_tuple,
     assert_rel_close,
@@ -38,10 +38,7 @@ from hfsti_kernels.cuda import fourier_unit as fu_mod
 from hfsti_kernels.cuda import gated_fusion as gf_mod
 from hfsti_kernels.cuda import runtime as rt
 
-CXX = os.environ.get("CXX", "g++")
-pytestmark = pytest.mark.skipif(
-    shutil.which(CXX) is None, reason=f"the CUDA host emulator needs a C++ compiler ({CXX})"
-)
+pytestmark = NEEDS_CXX
 
 OPS = ("fft_channel_attention", "fourier_unit", "gated_fusion")
 MODULES = {"fft_channel_attention": fca_mod, "fourier_unit": fu_mod, "gated_fusion": gf_mod}

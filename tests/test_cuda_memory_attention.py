@@ -12,13 +12,13 @@ blocks. Skipped only without a C++ compiler (a failing build fails here).
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import (
     FILL_VALUES,
+    NEEDS_CXX,
     TOLERANCE,
     assert_rel_close,
     check_fill_bias_is_a_shift,
@@ -35,10 +35,7 @@ from hfsti_kernels.cuda import memory_attention as ma
 from hfsti_kernels.cuda import runtime as rt
 from hfsti_kernels.ops.memory_attention import memory_attention
 
-CXX = os.environ.get("CXX", "g++")
-pytestmark = pytest.mark.skipif(
-    shutil.which(CXX) is None, reason=f"the CUDA host emulator needs a C++ compiler ({CXX})"
-)
+pytestmark = NEEDS_CXX
 SOURCE = Path(__file__).resolve().parents[1] / "csrc" / "memory_attention.cu"
 NAMES = ("o", "dq", "dk", "dv", "dkey_bias")
 

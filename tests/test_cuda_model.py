@@ -16,12 +16,10 @@ backend="aot_eager")`` through the CUDA custom ops, and streaming through
 """
 
 import dataclasses
-import os
-import shutil
 
 import pytest
 import torch
-from helpers import assert_rel_close
+from helpers import NEEDS_CXX, assert_rel_close
 from torch import nn
 from torch._dynamo import lookup_backend
 
@@ -29,10 +27,7 @@ from hfsti import HFSTIConfig, HFSTINet, VideoSegmenter
 from hfsti_kernels import accelerate, patch
 from hfsti_kernels.cuda import runtime as rt
 
-CXX = os.environ.get("CXX", "g++")
-pytestmark = pytest.mark.skipif(
-    shutil.which(CXX) is None, reason=f"the CUDA host emulator needs a C++ compiler ({CXX})"
-)
+pytestmark = NEEDS_CXX
 SMALL = HFSTIConfig(channels=16, rmp_heads=2, input_size=64)
 B, T, SIZE = 1, 2, 64
 TOL = {torch.float64: 1e-9, torch.float32: 1e-4}

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fft_op_suite import INTERPRETER_ONLY, check_against_reference
-from helpers import TOLERANCE, assert_rel_close
+from fft_op_suite import check_against_reference
+from helpers import INTERPRETER_ONLY, TOLERANCE, assert_rel_close
 from torch._subclasses.fake_tensor import FakeTensorMode, is_fake
 
 from hfsti_kernels import _staged, dft

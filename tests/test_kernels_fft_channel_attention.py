@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for OP below)
-from fft_op_suite import INTERPRETER_ONLY, KERNEL, bad_inputs_test
+from fft_op_suite import KERNEL, bad_inputs_test
+from helpers import INTERPRETER_ONLY
 
 from hfsti_kernels import dft
 from hfsti_kernels.ops import fft_channel_attention as fca_mod

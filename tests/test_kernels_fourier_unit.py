@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for OP below)
-from fft_op_suite import INTERPRETER_ONLY, KERNEL, bad_inputs_test, wide_channels_test
-from helpers import TOLERANCE, assert_rel_close
+from fft_op_suite import KERNEL, bad_inputs_test, wide_channels_test
+from helpers import INTERPRETER_ONLY, TOLERANCE, assert_rel_close
 
 from hfsti import ops as ref
 from hfsti_kernels import dft

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 from fft_op_suite import *  # noqa: F403 (the shared FFT-op tests, run for OP below)
-from fft_op_suite import INTERPRETER_ONLY, KERNEL, bad_inputs_test, wide_channels_test
+from fft_op_suite import KERNEL, bad_inputs_test, wide_channels_test
+from helpers import INTERPRETER_ONLY
 
 from hfsti_kernels._inputs import fft_op_inputs
 

@@ -5,8 +5,8 @@ the checks both losses pass (``loss_suite``), run for this loss.
 from __future__ import annotations
 
 import pytest
+from helpers import INTERPRETER_ONLY
 from loss_suite import *  # noqa: F403 (the shared loss tests, run for the loss fixture below)
-from loss_suite import INTERPRETER_ONLY
 
 pytestmark = INTERPRETER_ONLY
 
