@@ -1,9 +1,9 @@
-"""Fused Triton kernels for HFSTI-Net: drop-in replacements for the ops of ``hfsti.ops``.
+"""Fused Triton and CUDA kernels for HFSTI-Net: drop-in replacements for the ops of ``hfsti.ops``.
 
 Each op takes the reference signature plus ``backend=``: "auto" (Triton on CUDA tensors, the
 reference elsewhere; the default, or the ``HFSTI_BACKEND`` environment variable), "triton",
-"reference", "cuda" (``hfsti_kernels._backend``). ``patch(model)`` switches a whole model;
-``HFSTIConfig(backend="auto")`` builds one switched.
+"reference", "cuda" (the kernels of ``csrc/``; ``hfsti_kernels._backend``). ``patch(model)``
+switches a whole model; ``HFSTIConfig(backend="auto")`` builds one switched.
 """
 
 # hfsti_kernels.cuda registers the "cuda" implementations; it never fails to import (a broken op
