@@ -381,6 +381,9 @@ def test_every_key_masked_gives_zero_not_nan(backend, n_k):
             assert not g[head].narrow(2, 0, m).any()
 
 
+# finfo.min * log2(e) overflows to -inf in the Triton kernel (probability 0, as meant); the
+# interpreter's numpy says so.
+@pytest.mark.filterwarnings("ignore:overflow encountered in multiply:RuntimeWarning")
 @pytest.mark.parametrize("fill", FILL_VALUES)
 @pytest.mark.parametrize("backend", EDGE_BACKENDS)
 def test_fill_value_on_every_key_is_a_shift(backend, fill):

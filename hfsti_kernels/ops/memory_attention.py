@@ -18,15 +18,14 @@
 #   key_bias dim is a zero stride. Ragged Nq, Nk and d are masked (EVEN_* flags drop the masks
 #   when a size divides its block); padded key columns get the logit -inf, like a key whose bias
 #   is -inf.
-# - Fully masked rows (docs/ops.md, memory_attention): the forward's running max starts at -inf
-#   and stays there while a row has seen no finite logit, so the exponentials subtract a "safe
-#   max", 0 where the max is -inf (one tl.where on a row vector per key block), never
-#   -inf - -inf = NaN. A row whose every logit is -inf ends with l = 0: it gets o = 0 and the
-#   saved lse +BIG, as a padded query row, so the backward's exp2(s - lse) is 0 and every
-#   gradient it feeds is 0. Other rows are unchanged (bitwise: -inf and the former finite
-#   sentinel both give exp2 = 0). A fill value such as -1e9 on every key of a head would make
-#   m so large that log2(l) vanishes beside it in the saved lse (wrong gradients): the host
-#   rebases such biases first (hfsti.ops.rebase_key_bias, docs/ops.md, memory_attention).
+# - Fully masked rows (docs/ops.md, memory_attention): the forward's running max starts at the
+#   finite -1e30 (NEG_BIG), below every logit a row with a live key has, so the exponentials
+#   never compute -inf - -inf = NaN. A row whose every logit is -inf ends with l = 0: it gets
+#   o = 0 and the saved lse +BIG, as a padded query row, so the backward's exp2(s - lse) is 0
+#   and every gradient it feeds is 0. A fill value such as -1e9 on every key of a head would
+#   make m so large that log2(l) vanishes beside it in the saved lse (wrong gradients): the host
+#   rebases such biases first (hfsti.ops.rebase_key_bias, docs/ops.md, memory_attention), which
+#   also keeps every live row's logits above NEG_BIG.
 # - Precision: fp16/bf16 tiles feed the tensor cores, accumulating in fp32; fp32 tiles use
 #   3xTF32 by default (about fp32 accuracy, docs/ops.md, Tolerances), "ieee" or the faster
 #   "tf32" on request; fp64 runs in fp64 throughout (the scale is passed as an fp64 scalar), so
@@ -66,7 +65,7 @@ FP32_PRECISIONS = ("tf32x3", "ieee", "tf32")
 LOG2E = 1.4426950408889634
 _LOG2E = tl.constexpr(LOG2E)  # the same constant, readable from the kernels
 NEG_INF = tl.constexpr(float("-inf"))  # the logit of a padded key column
-NEG_BIG = tl.constexpr(-1.0e30)  # minus the lse of padded and fully masked rows: exp2(s - lse) = 0
+NEG_BIG = tl.constexpr(-1.0e30)  # the forward's initial running max; minus the lse of dead rows
 
 
 # --------------------------------------------------------------------------- kernels
@@ -239,7 +238,7 @@ def _ma_fwd_kernel(
     b_ptrs = BIAS_PTR + off_b * sbb + off_h * sbh + offs_n * sbn
 
     q = _load_tile(q_ptrs, m_ok, d_ok, EVEN_M, EVEN_D)
-    m_i = tl.full((BLOCK_M,), NEG_INF, acc_ty)
+    m_i = tl.full((BLOCK_M,), NEG_BIG, acc_ty)
     l_i = tl.zeros((BLOCK_M,), acc_ty)
     acc = tl.zeros((BLOCK_M, BLOCK_D), acc_ty)
     for start_n in range(0, N_K, BLOCK_N):
@@ -247,10 +246,8 @@ def _ma_fwd_kernel(
         kt = _load_tile(kt_ptrs + start_n * skn, d_ok, n_ok, EVEN_D, EVEN_N)
         s = _scores(q, kt, b_ptrs + start_n * sbn, n_ok, qk_scale, HAS_BIAS, EVEN_N, DOT)
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        # Safe max: 0 while a row has no finite logit, so that p = exp2(-inf - 0) = 0, not NaN.
-        m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = _load_tile(v_ptrs + start_n * svn, n_ok, d_ok, EVEN_N, EVEN_D)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT, out_dtype=acc_ty)
@@ -260,10 +257,13 @@ def _ma_fwd_kernel(
     # and lse = +BIG makes the backward's probabilities 0, so no gradient either.
     dead = l_i == 0
     l_safe = tl.where(dead, 1.0, l_i)
-    o = acc / l_safe[:, None]
-    lse = tl.where(dead, -NEG_BIG, m_i + tl.log2(l_safe))
     o_ptrs = _tile_ptrs(O_PTR, off_b, off_h, rows_m, cols_d, sob, soh, som, sod)
-    _store_tile(o_ptrs, o.to(O_PTR.dtype.element_ty), m_ok, d_ok, EVEN_M, EVEN_D)
+    _store_tile(
+        o_ptrs, (acc / l_safe[:, None]).to(O_PTR.dtype.element_ty), m_ok, d_ok, EVEN_M, EVEN_D
+    )
+    # The lse after o's store: computed before it, it stays live across the store (12 more
+    # registers for bf16 at d = 24 on sm_90).
+    lse = tl.where(dead, -NEG_BIG, m_i + tl.log2(l_safe))
     _store_row(LSE_PTR + pid_bh.to(tl.int64) * N_Q + offs_m, lse, m_ok, EVEN_M)
 
 
