@@ -6,7 +6,9 @@ Triton ops), ``compile`` (``torch.compile`` of the reference ``model.step``), ``
 (``hfsti_kernels.accelerate``, bf16 with CUDA graphs; skipped while that module is absent) and
 ``accelerated_cuda`` (the same on the CUDA backend, ``backend="cuda"``: the csrc kernels on the
 nvcc extension or CuPy; skipped without CUDA, as the host emulator would take minutes a frame).
-Training runs as ``hfsti train`` does: AdamW, bf16 autocast on a GPU.
+Training runs as ``hfsti train`` does: AdamW, bf16 autocast on a GPU; providers ``eager``,
+``patched`` (Triton ops) and ``patched_cuda`` (the CUDA backend's ops; the losses, which have no
+CUDA kernel, run Triton's).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from hfsti import HFSTIConfig, HFSTINet, HybridLoss, VideoSegmenter
 
 # compile last: it is slowest
 STREAM = ("eager_fp32", "patched_fp32", "accelerated", "accelerated_cuda", "compile")
-TRAIN = ("eager", "patched")
+TRAIN = ("eager", "patched", "patched_cuda")
 
 
 def _model(cfg) -> HFSTINet:
@@ -109,13 +111,16 @@ def test_train_step(provider, benchmark, cfg) -> None:
     """One optimizer step on a batch of clips: forward, hybrid loss, backward, AdamW."""
     if provider == "patched":
         _triton_ok(cfg)
+    if provider == "patched_cuda":
+        _cuda_kernels_ok(cfg)
     _reset_peak(cfg)
     model, loss_fn = _model(cfg).train(), HybridLoss()
-    if provider == "patched":
+    if provider != "eager":
         import hfsti_kernels
 
-        hfsti_kernels.patch(model, "triton")
-        hfsti_kernels.patch(loss_fn, "triton")
+        backend = "cuda" if provider == "patched_cuda" else "triton"
+        hfsti_kernels.patch(model, backend)
+        hfsti_kernels.patch(loss_fn, backend)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
     shape = (cfg.train_clips, cfg.train_frames)
