@@ -381,6 +381,23 @@ def test_every_key_masked_gives_zero_not_nan(backend, n_k):
             assert not g[head].narrow(2, 0, m).any()
 
 
+def test_rebase_leaves_ordinary_biases_alone():
+    # The model's mask prior and -inf masks pass bit for bit; a fill on every key of a head is
+    # shifted to 0 there only; the shift takes no gradient.
+    bias = torch.randn(2, 3, 7, dtype=torch.float64) * 100
+    bias[0, 0, :3] = -math.inf
+    bias[1, 2] = -math.inf
+    bias[0, 1] = -1e9
+    bias.requires_grad_()
+    out = ops.rebase_key_bias(bias)
+    keep = torch.ones(2, 3, dtype=torch.bool)
+    keep[0, 1] = False
+    assert torch.equal(out[keep], bias[keep])
+    assert torch.equal(out[0, 1], torch.zeros(7, dtype=torch.float64))
+    (grad,) = torch.autograd.grad(out, bias, torch.arange(42.0, dtype=torch.float64).view(2, 3, 7))
+    assert torch.equal(grad, torch.arange(42.0, dtype=torch.float64).view(2, 3, 7))
+
+
 # finfo.min * log2(e) overflows to -inf in the Triton kernel (probability 0, as meant); the
 # interpreter's numpy says so.
 @pytest.mark.filterwarnings("ignore:overflow encountered in multiply:RuntimeWarning")
