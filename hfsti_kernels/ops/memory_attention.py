@@ -171,14 +171,7 @@ def _block_tiles(
 
 @triton.jit
 def _scores(
-    q,
-    kt,
-    b_ptrs,
-    n_ok,
-    qk_scale,
-    HAS_BIAS: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    DOT: tl.constexpr,
+    q, kt, b_ptrs, n_ok, qk_scale, HAS_BIAS: tl.constexpr, EVEN_N: tl.constexpr, DOT: tl.constexpr
 ):
     """Base-2 logits of a (BLOCK_M, BLOCK_N) block, in the accumulator dtype of qk_scale:
     log2(e) * (scale * q k^T + key_bias), padded key columns -inf.
