@@ -70,13 +70,16 @@ def as_tuple(out):
     return out if isinstance(out, tuple) else (out,)
 
 
-def run_with_grads(fn, inputs, grad_outs=None, seed=1):
-    """Outputs of ``fn(*inputs)`` and the gradients of every input for random output grads."""
+def run_with_grads(fn, inputs, grad_outs=None, seed=1, grad_layout=lambda t: t):
+    """Outputs of ``fn(*inputs)`` and the gradients of every input for random output grads
+    (float64, each passed through ``grad_layout``, e.g. to make them strided)."""
     inputs = [t.detach().requires_grad_() for t in inputs]
     outs = as_tuple(fn(*inputs))
     if grad_outs is None:
         g = torch.Generator().manual_seed(seed)
-        grad_outs = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
+        grad_outs = [
+            grad_layout(torch.randn(o.shape, generator=g, dtype=torch.float64)) for o in outs
+        ]
     grad_outs = [go.to(o.device) for go, o in zip(grad_outs, outs)]
     grads = torch.autograd.grad(outs, inputs, [go.to(o.dtype) for go, o in zip(grad_outs, outs)])
     return outs, grads, grad_outs
@@ -216,14 +219,10 @@ def check_cuda_op(op: str, inputs, layout=lambda t: t) -> None:
     from hfsti import ops as ref
     from hfsti_kernels import _registry
 
-    ins = [layout(t).requires_grad_() for t in inputs]
-    outs = as_tuple(_registry.implementation(op, "cuda")(*ins))
-    gen = torch.Generator().manual_seed(1)
-    dys = [layout(torch.randn(o.shape, dtype=torch.float64, generator=gen)) for o in outs]
-    got = (*outs, *torch.autograd.grad(outs, ins, [d.to(o.dtype) for d, o in zip(dys, outs)]))
-    ref_ins = [t.detach().double().requires_grad_() for t in inputs]
-    want = as_tuple(getattr(ref, op)(*ref_ins))
-    want = (*want, *torch.autograd.grad(want, ref_ins, dys))
+    fn = _registry.implementation(op, "cuda")
+    outs, grads, gouts = run_with_grads(fn, [layout(t) for t in inputs], grad_layout=layout)
+    want, want_grads, _ = run_with_grads(getattr(ref, op), [t.double() for t in inputs], gouts)
+    got, want = (*outs, *grads), (*want, *want_grads)
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert_rel_close(g, w, TOLERANCE[inputs[0].dtype], f"{op} result {i}", floor=1e-3)
 
