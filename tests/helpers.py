@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -233,9 +235,6 @@ def run_sanitized(script: str, sanitizer: str, timeout: int = 600) -> None:
     beforehand, outside the child); fail with the child's report if the sanitizer finds anything
     or the script fails. Skips when the compiler has no such runtime. The child can import this
     module (``from helpers import check_cuda_op``)."""
-    import subprocess
-    import sys
-
     from hfsti_kernels.cuda import _hostbuild
     from hfsti_kernels.cuda import runtime as rt
 
